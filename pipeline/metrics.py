@@ -1,0 +1,124 @@
+"""LAReQA retrieval metrics from exact gold ranks (see :func:`pipeline.retrieval.gold_ranks`).
+
+Per query, with ``ranks`` the 1-based ranks of its relevant candidates:
+
+* ``average_precision``: mean over relevant items of precision at their rank, over the full
+  ranking (LAReQA's mAP): ``mean_i(i / r_(i))`` with ranks sorted.
+* ``average_precision_at_k`` (XTREME's mAP@k): the same sum restricted to ``r_(i) <= k``, divided by
+  ``min(k, n_relevant)``.
+* ``recall_at_k``: share of relevant items ranked in the top ``k``.
+* ``rank_distance`` (language bias): largest minus smallest rank of the gold sentences of one
+  question in the multilingual pool.
+
+Settings (``../shared/docs/paper.md``): **mono** (query language = pool language, one relevant),
+**cross** (query language X, pool restricted to language Y != X, one relevant), **multi** (whole pool;
+the question's gold sentence in every language is relevant). Means are per query within a
+(query language, pool language) cell, then macro-averaged over cells; cross is macro-averaged over
+the ordered language pairs (110 for XQuAD-R). Seen/unseen grouping: a cell is *seen* when all its
+languages are training languages, *unseen* otherwise (for multi, by query language).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def average_precision(ranks) -> float:
+    r = np.sort(np.asarray(ranks, dtype=np.float64))
+    return float(np.mean(np.arange(1, len(r) + 1) / r)) if len(r) else float("nan")
+
+
+def average_precision_at_k(ranks, k: int) -> float:
+    r = np.sort(np.asarray(ranks, dtype=np.float64))
+    if not len(r):
+        return float("nan")
+    hits = np.arange(1, len(r) + 1) / r
+    return float(hits[r <= k].sum() / min(k, len(r)))
+
+
+def recall_at_k(ranks, k: int) -> float:
+    r = np.asarray(ranks)
+    return float((r <= k).mean()) if len(r) else float("nan")
+
+
+def rank_distance(ranks) -> float:
+    r = np.asarray(ranks)
+    return float(r.max() - r.min()) if len(r) > 1 else float("nan")
+
+
+def per_query_table(queries: pd.DataFrame, langs: list[str], above: np.ndarray, gold: np.ndarray,
+                    map_cutoff: int = 20, recall_at=(1, 10)) -> pd.DataFrame:
+    """One row per (query, setting, pool language) with ``ap``, ``ap@k``, ``r@k`` and, for multi, ``rank_distance``.
+
+    ``queries`` has ``qid`` and ``lang``; ``above``/``gold`` come from :func:`pipeline.retrieval.gold_ranks`
+    with one gold slot per language of ``langs`` (slot ``l`` = the question's gold in language ``l``).
+    """
+    rows = []
+    lang_ix = {l: i for i, l in enumerate(langs)}
+    for q, (qid, qlang) in enumerate(zip(queries["qid"], queries["lang"])):
+        x = lang_ix[qlang]
+        present = [l for l in range(len(langs)) if gold[q, l] >= 0]
+        for y in present:  # mono (y == x) and cross (y != x): pool restricted to language y
+            r = [above[q, y, y] + 1]
+            rows.append(_row(qid, qlang, "mono" if y == x else "cross", langs[y], r, map_cutoff, recall_at))
+        multi = [above[q, l].sum() + 1 for l in present]
+        row = _row(qid, qlang, "multi", "all", multi, map_cutoff, recall_at)
+        row["rank_distance"] = rank_distance(multi)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _row(qid, qlang, setting, pool_lang, ranks, k, recall_at) -> dict:
+    row = {"qid": qid, "query_lang": qlang, "setting": setting, "pool_lang": pool_lang,
+           "ap": average_precision(ranks), f"ap@{k}": average_precision_at_k(ranks, k)}
+    for n in recall_at:
+        row[f"r@{n}"] = recall_at_k(ranks, n)
+    return row
+
+
+def cell_table(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every metric per (setting, query language, pool language), with the query count."""
+    metric_cols = [c for c in per_query.columns if c not in ("qid", "query_lang", "setting", "pool_lang")]
+    g = per_query.groupby(["setting", "query_lang", "pool_lang"], sort=True)
+    out = g[metric_cols].mean()
+    out["queries"] = g.size()
+    return out.reset_index()
+
+
+def summarise(cells: pd.DataFrame, unseen: set[str] | frozenset = frozenset()) -> dict[str, float]:
+    """Flat headline metrics: ``{setting}_{metric}`` macro-averaged over cells, also ``_seen``/``_unseen``."""
+    metric_cols = [c for c in cells.columns if c not in ("setting", "query_lang", "pool_lang", "queries")]
+    out: dict[str, float] = {}
+    for setting, grp in cells.groupby("setting", sort=False):
+        langs = grp[["query_lang", "pool_lang"]].apply(lambda r: {r.query_lang, r.pool_lang} - {"all"}, axis=1)
+        is_unseen = langs.apply(lambda s: bool(s & set(unseen)))
+        groups = {"": grp, "_seen": grp[~is_unseen], "_unseen": grp[is_unseen]}
+        for suffix, part in groups.items():
+            if suffix and (part.empty or not unseen):
+                continue
+            for m in metric_cols:
+                vals = part[m].dropna()
+                if len(vals):
+                    out[f"{setting}_{_metric_name(m)}{suffix}"] = round(float(vals.mean()), 6)
+    return dict(sorted(out.items(), key=lambda kv: (["mono", "cross", "multi"].index(kv[0].split("_")[0]), kv[0])))
+
+
+def _metric_name(col: str) -> str:
+    """Column name -> metric key: ``ap`` -> ``map``, ``ap@20`` -> ``map20``, ``r@1`` -> ``r1``."""
+    if col == "ap" or col.startswith("ap@"):
+        col = "m" + col
+    return col.replace("@", "")
+
+
+def language_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per query language: mono mAP, cross mAP (mean over pool languages), multi mAP, rank distance, R@k."""
+    mono = cells[cells.setting == "mono"].set_index("query_lang")
+    cross = cells[cells.setting == "cross"].groupby("query_lang").mean(numeric_only=True)
+    multi = cells[cells.setting == "multi"].set_index("query_lang")
+    table = pd.DataFrame({
+        "mono_map": mono["ap"], "cross_map": cross["ap"], "multi_map": multi["ap"],
+        "mono_r1": mono["r@1"], "cross_r1": cross["r@1"], "multi_r10": multi["r@10"],
+        "rank_distance": multi["rank_distance"],
+    })
+    table.index.name = "lang"
+    return table.reset_index().round(6)
