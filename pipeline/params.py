@@ -64,7 +64,7 @@ class SourceSpec(Section):
 
 class GatherParams(Section):
     sources: list[SourceSpec]
-    with_context: bool = Field(False, description="append the answer's paragraph to the answer sentence")
+    with_context: bool = Field(False, description="keep the answer's paragraph in the pairs' context column")
     leakage_guard: list[str] = Field(default_factory=list, description="evaluation sets kept out of training")
 
 
@@ -114,6 +114,8 @@ class SamplingParams(Section):
     language_weights: Literal["uniform", "proportional"] = "uniform"
     batches: int = Field(200, ge=1, description="number of training batches to assemble")
     val_fraction: float = Field(0.05, ge=0, lt=1)
+    val_batches: int | None = Field(
+        None, ge=1, description="validation batches; null: one per batch_size held-out rows")
 
 
 class TrainParams(Section):
