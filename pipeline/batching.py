@@ -1,0 +1,347 @@
+"""Training batches with the paper's language mixing: X-X, X-Y and hybrid (arXiv 2408.10536).
+
+The input is the filtered pair table (one row per ``(pair_id, lang)``; rows sharing a ``pair_id``
+are translations of one QA pair). A batch is a list of (query, passage) rows whose other rows are
+the in-batch negatives of the loss, so:
+
+* **X-X** (:func:`xx_batch`): one language per batch, query and passage both in it. The language is
+  drawn per batch, uniformly over the training languages (``language_weights: uniform``) or in
+  proportion to the pairs each language has (``proportional``).
+* **X-Y** (:func:`xy_batch`): every row pairs a query in one language with the passage of the same
+  ``pair_id`` in another (an ordered language pair drawn uniformly among the languages that pair
+  exists in), so languages vary inside the batch. Only pairs present in two or more languages qualify.
+* **hybrid** (:func:`hybrid_batches`): each batch is X-X with probability ``alpha``, else X-Y
+  (``mode: xx`` is ``alpha = 1``, ``mode: xy`` is ``alpha = 0``).
+
+No batch holds two rows of one ``pair_id`` or two identical query, passage or hard-negative texts (a
+duplicate would be a false negative), as in sentence-transformers' ``NoDuplicatesBatchSampler``.
+Pairs are drawn without replacement: each kind of batch (X-X per language, X-Y) walks through its own
+shuffled list of candidates and reshuffles when it runs out, so every pair is used before any repeats.
+A candidate skipped because its text clashes with the batch is kept for the next batch. When fewer
+distinct candidates exist than ``batch_size`` (a rare language, a small validation split) the batch
+is *short*: it holds every distinct candidate (at least two).
+
+Everything random comes from one ``numpy.random.Generator(PCG64(...))`` per output (see
+:func:`generator`), consumed in a fixed order, so equal inputs and seed give identical batches.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+BATCH_COLUMNS = ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang", "query", "passage"]
+REQUIRED_COLUMNS = ["pair_id", "lang", "question", "passage"]
+
+# independent random streams drawn from the one seed
+SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM = 0, 1, 2
+
+
+class BatchingError(ValueError):
+    """The pair table cannot give the batches asked for; the message says why."""
+
+
+def generator(seed: int, stream: int = 0) -> np.random.Generator:
+    """The random generator of ``stream`` (split, train or validation batches) for ``seed``."""
+    return np.random.Generator(np.random.PCG64([seed, stream]))
+
+
+def check_pairs(pairs: pd.DataFrame) -> None:
+    """Raise :class:`BatchingError` unless ``pairs`` has the columns and one row per (pair_id, lang)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise BatchingError(f"pair table lacks column(s) {missing}; it has {list(pairs.columns)}")
+    dup = pairs.duplicated(["pair_id", "lang"])
+    if dup.any():
+        row = pairs.loc[dup].iloc[0]
+        raise BatchingError(f"pair_id {row['pair_id']!r} has two rows in language {row['lang']!r}")
+    empty = (pairs["question"].str.len() == 0) | (pairs["passage"].str.len() == 0)
+    if empty.any():
+        raise BatchingError(f"pair_id {pairs.loc[empty, 'pair_id'].iloc[0]!r} has an empty question or passage")
+    if "hard_negative" in pairs.columns:
+        bad = pairs["hard_negative"].isna() | (pairs["hard_negative"] == pairs["passage"])
+        if bad.any():
+            row = pairs.loc[bad].iloc[0]
+            raise BatchingError(f"pair_id {row['pair_id']!r} ({row['lang']}): hard_negative is missing or "
+                                "equals the passage")
+
+
+def split_pairs(pairs: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``val_fraction`` of the pair_ids (with all their languages) for validation.
+
+    The held-out ids depend only on the set of pair_ids and the seed (not on row order).
+    Returns ``(train, val)``, each in the input's row order.
+    """
+    ids = np.array(sorted(pairs["pair_id"].unique()), dtype=object)
+    n_val = int(round(val_fraction * len(ids)))
+    if val_fraction > 0 and len(ids) > 1:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    held = set(generator(seed, SPLIT_STREAM).permutation(ids)[:n_val].tolist())
+    is_val = pairs["pair_id"].isin(held)
+    return pairs.loc[~is_val], pairs.loc[is_val]
+
+
+class _Cycle:
+    """Candidates in shuffled order, reshuffled when used up; skipped ones can be put back in front."""
+
+    def __init__(self, items: list, rng: np.random.Generator):
+        self.items, self.rng, self.queue = items, rng, deque()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def next(self):
+        if not self.queue:
+            self.queue.extend(self.items[i] for i in self.rng.permutation(len(self.items)))
+        return self.queue.popleft()
+
+    def put_back(self, items: list) -> None:
+        self.queue.extendleft(reversed(items))
+
+
+@dataclass
+class PairPool:
+    """The pair table indexed for sampling: rows per language, languages per pair_id.
+
+    Build it with :meth:`from_pairs`; it keeps the per-kind cursors (:class:`_Cycle`), so one pool
+    serves one sequence of batches.
+    """
+
+    rows: pd.DataFrame
+    languages: list[str]
+    rng: np.random.Generator
+    by_lang: dict[str, list[int]] = field(default_factory=dict)
+    by_pair: dict[object, dict[str, int]] = field(default_factory=dict)
+    columns: dict[str, list] = field(default_factory=dict)
+    _cycles: dict[str, _Cycle] = field(default_factory=dict)
+
+    @classmethod
+    def from_pairs(cls, pairs: pd.DataFrame, languages: list[str], rng: np.random.Generator) -> "PairPool":
+        check_pairs(pairs)
+        rows = pairs.loc[pairs["lang"].isin(languages)].sort_values(["pair_id", "lang"], kind="stable")
+        rows = rows.reset_index(drop=True)
+        pool = cls(rows, list(languages), rng)
+        pool.columns = {c: rows[c].tolist() for c in ["pair_id", "lang", "question", "passage", "hard_negative"]
+                        if c in rows.columns}
+        for i, (pid, lang) in enumerate(zip(rows["pair_id"].tolist(), rows["lang"].tolist())):
+            pool.by_lang.setdefault(lang, []).append(i)
+            pool.by_pair.setdefault(pid, {})[lang] = i
+        return pool
+
+    @property
+    def xx_languages(self) -> list[str]:
+        """Training languages with at least two pairs (enough for one X-X batch), in params order."""
+        return [lang for lang in self.languages if len(self.by_lang.get(lang, [])) >= 2]
+
+    @property
+    def xy_pair_ids(self) -> list:
+        """pair_ids present in two or more training languages, sorted."""
+        return sorted(pid for pid, langs in self.by_pair.items() if len(langs) >= 2)
+
+    def language_weights(self, how: str) -> np.ndarray:
+        """Probability of each of :attr:`xx_languages` being an X-X batch's language."""
+        langs = self.xx_languages
+        if how == "uniform":
+            w = np.ones(len(langs))
+        elif how == "proportional":
+            w = np.array([len(self.by_lang[lang]) for lang in langs], dtype=float)
+        else:
+            raise ValueError(f"language_weights must be 'uniform' or 'proportional', got {how!r}")
+        return w / w.sum()
+
+    def cycle(self, key: str, items) -> _Cycle:
+        if key not in self._cycles:
+            self._cycles[key] = _Cycle(list(items), self.rng)
+        return self._cycles[key]
+
+
+class _Batch:
+    """Rows of one batch being filled, with the texts and pair_ids already in it."""
+
+    def __init__(self, has_negatives: bool):
+        self.rows: list[dict] = []
+        self.pair_ids, self.queries, self.passages = set(), set(), set()
+        self.has_negatives = has_negatives
+
+    def clash(self, pair_id, query: str, passage: str, negative: str | None) -> str | None:
+        if pair_id in self.pair_ids:
+            return "pair_id"
+        if query in self.queries:
+            return "text"
+        if passage in self.passages or (negative is not None and negative in self.passages):
+            return "text"
+        return None
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.pair_ids.add(row["pair_id"])
+        self.queries.add(row["query"])
+        self.passages.add(row["passage"])
+        if self.has_negatives:
+            self.passages.add(row["hard_negative"])
+
+
+def _fill(pool: PairPool, cycle: _Cycle, size: int, make_row) -> list[dict]:
+    """Draw from ``cycle`` until the batch has ``size`` rows or no candidate left fits.
+
+    The queue never holds more than two cycles' worth, so ``3 * len(cycle)`` draws in a row without
+    a fit have tried every candidate.
+    """
+    has_neg = "hard_negative" in pool.rows.columns
+    batch, skipped, misses = _Batch(has_neg), [], 0
+    while len(batch.rows) < size and misses < 3 * len(cycle):
+        row = make_row(cycle.next())
+        why = batch.clash(row["pair_id"], row["query"], row["passage"], row.get("hard_negative"))
+        if why is None:
+            batch.add(row)
+            misses = 0
+            continue
+        misses += 1
+        if why == "text":  # not used yet: keep it for the next batch
+            skipped.append(row["_item"])
+    cycle.put_back(list(dict.fromkeys(skipped)))
+    if len(batch.rows) < 2:
+        raise BatchingError(f"cannot build a batch of two distinct pairs from {len(cycle)} candidate(s)")
+    return batch.rows
+
+
+def _row(pool: PairPool, item, q_row: int, p_row: int) -> dict:
+    c = pool.columns
+    out = {"pair_id": c["pair_id"][q_row], "query_lang": c["lang"][q_row], "passage_lang": c["lang"][p_row],
+           "query": c["question"][q_row], "passage": c["passage"][p_row], "_item": item}
+    if "hard_negative" in c:
+        out["hard_negative"] = c["hard_negative"][p_row]
+    return out
+
+
+def xx_batch(pool: PairPool, lang: str, size: int) -> list[dict]:
+    """One X-X batch in ``lang``: up to ``size`` rows, query and passage both in ``lang``."""
+    if lang not in pool.by_lang:
+        raise BatchingError(f"no pairs in language {lang!r}")
+    cycle = pool.cycle(f"xx:{lang}", pool.by_lang[lang])
+    return _fill(pool, cycle, size, lambda i: _row(pool, i, i, i))
+
+
+def xy_batch(pool: PairPool, size: int) -> list[dict]:
+    """One X-Y batch: up to ``size`` rows, each with query language != passage language."""
+    if "xy" not in pool._cycles:
+        ids = pool.xy_pair_ids
+        if len(ids) < 2:
+            raise BatchingError("X-Y batches need pair_ids present in two or more training languages; "
+                                f"{len(ids)} found")
+        pool.cycle("xy", ids)
+    cycle = pool._cycles["xy"]
+
+    def make(pid):
+        langs = pool.by_pair[pid]
+        names = [lang for lang in pool.languages if lang in langs]
+        q, p = pool.rng.choice(len(names), size=2, replace=False)
+        return _row(pool, pid, langs[names[q]], langs[names[p]])
+
+    return _fill(pool, cycle, size, make)
+
+
+def mode_alpha(mode: str, alpha: float) -> float:
+    """Probability of an X-X batch for ``sampling.mode``: 1 for xx, 0 for xy, ``alpha`` for hybrid."""
+    if mode == "xx":
+        return 1.0
+    if mode == "xy":
+        return 0.0
+    if mode == "hybrid":
+        return float(alpha)
+    raise ValueError(f"mode must be 'xx', 'xy' or 'hybrid', got {mode!r}")
+
+
+def hybrid_batches(pairs: pd.DataFrame, languages: list[str], n_batches: int, batch_size: int,
+                   alpha: float, rng: np.random.Generator, language_weights: str = "uniform",
+                   exact_share: bool = False) -> pd.DataFrame:
+    """``n_batches`` batches, each X-X with probability ``alpha``, else X-Y, in training order.
+
+    With ``exact_share`` exactly ``round(alpha * n_batches)`` batches are X-X, in random order (used
+    for the few validation batches, so that their mix does not depend on luck).
+    Returns a DataFrame with :data:`BATCH_COLUMNS` (+ ``hard_negative`` when ``pairs`` has one).
+    """
+    pool = PairPool.from_pairs(pairs, languages, rng)
+    xx_langs = pool.xx_languages
+    if alpha > 0 and not xx_langs:
+        raise BatchingError(f"X-X batches need a training language ({languages}) with two or more pairs")
+    weights = pool.language_weights(language_weights) if xx_langs else None
+    if exact_share:
+        n_xx = int(round(alpha * n_batches))
+        planned = rng.permutation(np.arange(n_batches) < n_xx).tolist()
+    out: list[dict] = []
+    for b in range(n_batches):
+        if exact_share:
+            is_xx = planned[b]
+        else:
+            is_xx = alpha >= 1 or (alpha > 0 and rng.random() < alpha)
+        if is_xx:
+            lang = xx_langs[rng.choice(len(xx_langs), p=weights)]
+            rows = xx_batch(pool, lang, batch_size)
+        else:
+            rows = xy_batch(pool, batch_size)
+        for pos, row in enumerate(rows):
+            row.pop("_item")
+            out.append({"batch_id": b, "position": pos, "kind": "xx" if is_xx else "xy", **row})
+    columns = BATCH_COLUMNS + (["hard_negative"] if "hard_negative" in pool.rows.columns else [])
+    df = pd.DataFrame(out, columns=columns)
+    return df.astype({"batch_id": "int64", "position": "int64"})
+
+
+def validation_batch_count(val: pd.DataFrame, batch_size: int) -> int:
+    """Default number of validation batches: about one use of every held-out row."""
+    return max(1, math.ceil(len(val) / batch_size))
+
+
+def assemble(pairs: pd.DataFrame, languages: list[str], sampling, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation batches for ``params.sampling`` (a :class:`~pipeline.params.SamplingParams`).
+
+    The validation batches use the held-out pair_ids, the same mode and alpha (with exactly
+    ``round(alpha * n)`` X-X batches) and their own random stream; their number ``n`` is
+    ``sampling.val_batches`` or, when that is unset, :func:`validation_batch_count`.
+    """
+    pairs = pairs.loc[pairs["lang"].isin(languages)]
+    if pairs.empty:
+        raise BatchingError(f"no pairs in the training languages {languages}")
+    alpha = mode_alpha(sampling.mode, sampling.alpha)
+    train, val = split_pairs(pairs, sampling.val_fraction, seed)
+    train_batches = hybrid_batches(train, languages, sampling.batches, sampling.batch_size, alpha,
+                                   generator(seed, TRAIN_STREAM), sampling.language_weights)
+    n_val = sampling.val_batches or validation_batch_count(val, sampling.batch_size)
+    if val.empty:
+        val_batches = train_batches.iloc[0:0]
+    else:
+        val_batches = hybrid_batches(val, languages, n_val, sampling.batch_size, alpha,
+                                     generator(seed, VAL_STREAM), sampling.language_weights, exact_share=True)
+    return train_batches, val_batches
+
+
+def batch_statistics(df: pd.DataFrame) -> dict:
+    """Flat summary of a batch table: sizes, X-X share, and rows per (query, passage) language pair.
+
+    Keys: ``batches``, ``rows``, ``pair_ids`` (distinct), ``xx_batches``, ``xy_batches``, ``xx_share``,
+    ``short_batches`` (smaller than the largest), ``mean_batch_size``, and ``lang_pair_<q>_<p>`` (rows
+    with query language q and passage language p), sorted.
+    """
+    if df.empty:
+        return {"batches": 0, "rows": 0, "pair_ids": 0, "xx_batches": 0, "xy_batches": 0, "xx_share": None,
+                "short_batches": 0, "mean_batch_size": None}
+    sizes = df.groupby("batch_id").size()
+    kinds = df.groupby("batch_id")["kind"].first()
+    stats = {
+        "batches": int(len(sizes)),
+        "rows": int(len(df)),
+        "pair_ids": int(df["pair_id"].nunique()),
+        "xx_batches": int((kinds == "xx").sum()),
+        "xy_batches": int((kinds == "xy").sum()),
+        "xx_share": round(float((kinds == "xx").mean()), 6),
+        "short_batches": int((sizes < sizes.max()).sum()),
+        "mean_batch_size": round(float(sizes.mean()), 3),
+    }
+    pairs = df.groupby(["query_lang", "passage_lang"]).size()
+    for (q, p), n in sorted(pairs.items()):
+        stats[f"lang_pair_{q}_{p}"] = int(n)
+    return stats

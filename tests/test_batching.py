@@ -1,0 +1,153 @@
+"""Batch samplers on a synthetic pair table whose texts name their pair_id and language."""
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.batching import (BatchingError, assemble, batch_statistics, generator, hybrid_batches, split_pairs,
+                               validation_batch_count)
+from pipeline.io import write_parquet
+from pipeline.params import SamplingParams
+
+LANGS = ["en", "de", "zh"]
+
+
+def synthetic_pairs(n: int = 120, counts: dict | None = None, shared_passages: bool = True,
+                    hard_negatives: bool = False) -> pd.DataFrame:
+    """pair_id i exists in en always, in other languages for i < counts[lang]; pairs 2k and 2k+1
+    share their passage text (two questions answered by one sentence)."""
+    counts = counts or {"en": n, "de": n, "zh": n * 2 // 3}
+    rows = []
+    for i in range(n):
+        for lang in LANGS:
+            if i >= counts.get(lang, 0):
+                continue
+            k = i // 2 if shared_passages else i
+            row = {"pair_id": f"p{i:04d}", "source": "synthetic", "lang": lang, "question": f"{lang} question {i}",
+                   "passage": f"{lang} passage {k}", "context": "", "system": "reference"}
+            if hard_negatives:
+                row["hard_negative"] = f"{lang} distractor {i}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def batches(df, n=40, size=8, alpha=0.5, seed=3, weights="uniform", langs=LANGS):
+    return hybrid_batches(df, langs, n, size, alpha, generator(seed, 1), weights)
+
+
+def test_xx_batches_are_single_language_and_consistent():
+    pairs = synthetic_pairs()
+    b = batches(pairs, alpha=1.0)
+    assert set(b["kind"]) == {"xx"}
+    assert (b["query_lang"] == b["passage_lang"]).all()
+    assert (b.groupby("batch_id")["query_lang"].nunique() == 1).all()
+    # every text belongs to its pair_id and language
+    for lang_col, text_col, src in (("query_lang", "query", "question"), ("passage_lang", "passage", "passage")):
+        truth = pairs[["pair_id", "lang", src]].rename(columns={src: "truth"})
+        m = b.merge(truth, left_on=["pair_id", lang_col], right_on=["pair_id", "lang"], how="left")
+        assert (m[text_col] == m["truth"]).all()
+
+
+def test_xy_batches_cross_languages_everywhere_and_mix_them():
+    pairs = synthetic_pairs()
+    b = batches(pairs, alpha=0.0)
+    assert set(b["kind"]) == {"xy"}
+    assert (b["query_lang"] != b["passage_lang"]).all()
+    assert (b.groupby("batch_id")["query_lang"].nunique() > 1).all()
+    m = b.merge(pairs, left_on=["pair_id", "passage_lang"], right_on=["pair_id", "lang"], how="left")
+    assert (m["passage_x"] == m["passage_y"]).all()
+    assert set(zip(b["query_lang"], b["passage_lang"])) == {(a, c) for a in LANGS for c in LANGS if a != c}
+
+
+def test_no_duplicate_pair_id_or_text_within_a_batch():
+    pairs = synthetic_pairs(hard_negatives=True)
+    b = batches(pairs, n=200, size=16)
+    for _, g in b.groupby("batch_id"):
+        assert g["pair_id"].is_unique and g["query"].is_unique and g["passage"].is_unique
+        assert not set(g["hard_negative"]) & set(g["passage"])
+    m = b.merge(pairs, left_on=["pair_id", "passage_lang"], right_on=["pair_id", "lang"])
+    assert (m["hard_negative_x"] == m["hard_negative_y"]).all()  # the passage language's hard negative
+
+
+def test_pairs_are_drawn_without_replacement():
+    pairs = synthetic_pairs(n=40, counts={"en": 40}, shared_passages=False)
+    b = batches(pairs, n=10, size=8, alpha=1.0, langs=["en"])
+    for start in (0, 5):  # each run of 5 batches covers the 40 pairs exactly once
+        ids = b.loc[b["batch_id"].between(start, start + 4), "pair_id"]
+        assert ids.is_unique and len(ids) == 40
+
+
+def test_hybrid_share_of_xx_converges_to_alpha():
+    pairs = synthetic_pairs(n=60)
+    for alpha in (0.3, 0.5):
+        stats = batch_statistics(batches(pairs, n=3000, size=4, alpha=alpha))
+        assert stats["xx_share"] == pytest.approx(alpha, abs=0.03)  # 3 standard errors
+
+
+def test_uniform_and_proportional_language_weights():
+    pairs = synthetic_pairs(n=200, counts={"en": 200, "de": 100, "zh": 20})
+    for weights, expected in (("uniform", [1 / 3] * 3), ("proportional", [200 / 320, 100 / 320, 20 / 320])):
+        b = batches(pairs, n=2000, size=2, alpha=1.0, weights=weights)
+        share = b.groupby("batch_id")["query_lang"].first().value_counts(normalize=True)
+        assert share.reindex(LANGS).to_numpy() == pytest.approx(expected, abs=0.035)
+
+
+def test_too_few_distinct_pairs_make_a_short_batch():
+    pairs = synthetic_pairs(n=10, counts={"en": 10, "de": 3}, shared_passages=False)
+    b = batches(pairs, n=30, size=8, alpha=1.0)
+    sizes = b.groupby("batch_id").size()
+    langs = b.groupby("batch_id")["query_lang"].first()
+    assert set(sizes[langs == "de"]) == {3} and set(sizes[langs == "en"]) == {8}
+    assert batch_statistics(b)["short_batches"] == (langs == "de").sum() > 0
+
+
+def test_xy_without_multilingual_pairs_is_an_error():
+    pairs = synthetic_pairs(n=10, counts={"en": 10})
+    with pytest.raises(BatchingError, match="two or more training languages"):
+        batches(pairs, alpha=0.0)
+    with pytest.raises(BatchingError, match="two rows in language"):
+        batches(pd.concat([pairs, pairs.iloc[:1]]), alpha=1.0)
+
+
+def test_validation_split_holds_out_whole_pair_ids_deterministically():
+    pairs = synthetic_pairs(n=100)
+    train, val = split_pairs(pairs, 0.1, seed=5)
+    assert val["pair_id"].nunique() == 10 and not set(train["pair_id"]) & set(val["pair_id"])
+    assert len(train) + len(val) == len(pairs)
+    shuffled = pairs.sample(frac=1.0, random_state=0)
+    assert sorted(split_pairs(shuffled, 0.1, seed=5)[1]["pair_id"].unique()) == sorted(val["pair_id"].unique())
+    assert sorted(split_pairs(pairs, 0.1, seed=6)[1]["pair_id"].unique()) != sorted(val["pair_id"].unique())
+
+
+def _digest(df, path) -> str:
+    write_parquet(path, df)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_assemble_is_deterministic_to_the_byte(tmp_path):
+    pairs = synthetic_pairs(n=200)
+    sampling = SamplingParams(mode="hybrid", alpha=0.5, batch_size=8, batches=30, val_fraction=0.1)
+    digests = {}
+    for name, seed in (("a", 13), ("b", 13), ("c", 14)):
+        train, val = assemble(pairs, LANGS, sampling, seed)
+        digests[name] = (_digest(train, tmp_path / f"{name}-train.parquet"), _digest(val, tmp_path / f"{name}-val.parquet"))
+    assert digests["a"] == digests["b"]
+    assert digests["a"][0] != digests["c"][0] and digests["a"][1] != digests["c"][1]
+    assert list(train.columns) == ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang",
+                                   "query", "passage"]
+    assert not set(train["pair_id"]) & set(val["pair_id"])
+    n_val = validation_batch_count(pairs[pairs["pair_id"].isin(val["pair_id"])], 8)
+    assert val["batch_id"].nunique() == n_val
+    assert batch_statistics(val)["xx_batches"] == round(0.5 * n_val)  # exact mix in validation
+
+
+def test_batch_statistics():
+    b = batches(synthetic_pairs(), n=20, size=8)
+    stats = batch_statistics(b)
+    assert stats["batches"] == 20 and stats["rows"] == 160 and stats["pair_ids"] == b["pair_id"].nunique()
+    assert stats["xx_batches"] + stats["xy_batches"] == 20
+    assert stats["xx_share"] == pytest.approx(stats["xx_batches"] / 20)
+    pair_counts = {k: v for k, v in stats.items() if k.startswith("lang_pair_")}
+    assert sum(pair_counts.values()) == 160
+    assert all(isinstance(v, (int, float)) for v in stats.values())

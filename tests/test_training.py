@@ -1,0 +1,195 @@
+"""The dual-encoder training loop and the assemble/train stages, on a tiny BERT built here."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from pipeline.batching import generator, hybrid_batches
+from pipeline.params import ModelsParams, TrainParams
+
+LANGS = ["en", "de"]
+N = 48
+WORDS = {"en": ("what", "is", "the", "answer", "about"), "de": ("was", "ist", "die", "antwort", "zu")}
+
+
+def pair_table(n: int = N) -> pd.DataFrame:
+    """Queries and passages share a topic token t{i} (and a language's function words)."""
+    rows = []
+    for i in range(n):
+        for lang in LANGS:
+            w = WORDS[lang]
+            rows.append({"pair_id": i, "source": "synthetic", "lang": lang, "question": f"{w[0]} {w[1]} t{i}",
+                         "passage": f"{w[2]} {w[3]} {w[4]} t{i} {lang}{i % 7}", "context": "", "system": "ref"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer BERT (hidden 32) with a word-level tokenizer saved as PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    words = sorted({w for ws in WORDS.values() for w in ws} | {"query", "passage", ":"}
+                   | {f"t{i}" for i in range(N)} | {f"{lang}{k}" for lang in LANGS for k in range(7)})
+    vocab = {t: i for i, t in enumerate(special + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(out)
+    fast.save_pretrained(out)
+    (out / "source.json").write_text('{"encoder": "tiny"}\n')
+    return out
+
+
+def text_batches_of(n_batches=6, size=8, seed=1):
+    from pipeline.training import text_batches
+
+    return text_batches(hybrid_batches(pair_table(), LANGS, n_batches, size, 0.5, generator(seed, 1)))
+
+
+PARAMS = TrainParams(steps=12, lr=2e-3, warmup_ratio=0.1, max_length=32, eval_every=4, patience=3, threads=1)
+MODELS = ModelsParams(encoder="tiny")
+
+
+def run(model_dir, params=PARAMS, seed=7, **kw):
+    from pipeline.training import train
+
+    return train(model_dir, text_batches_of(), text_batches_of(2, seed=2), params, MODELS, seed,
+                 device=torch.device("cpu"), progress=False, **kw)
+
+
+def test_a_few_steps_lower_the_training_loss(tiny_model):
+    from pipeline.training import DualEncoder, load_encoder
+
+    batches = text_batches_of()
+    before = DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32).mean_loss(batches, 20.0)
+    model, tok, metrics = run(tiny_model, PARAMS.model_copy(update={"steps": 18, "patience": 10}))
+    after = DualEncoder(model, tok, max_length=32).mean_loss(batches, 20.0)
+    assert after < before - 0.1, (before, after)
+    assert metrics["steps_run"] == 18 and metrics["best_val_loss"] <= metrics["initial_val_loss"]
+    assert metrics["trainable_params"] + metrics["frozen_params"] == metrics["total_params"]
+
+
+def test_cpu_training_is_deterministic(tiny_model):
+    a, _, ma = run(tiny_model)
+    b, _, mb = run(tiny_model)
+    c, _, _ = run(tiny_model, seed=8)  # another dropout stream
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert ma["best_val_loss"] == mb["best_val_loss"]
+    assert not torch.are_deterministic_algorithms_enabled()  # global state restored
+
+
+def test_frozen_embeddings_stay_and_no_decay_groups(tiny_model):
+    from pipeline.training import load_encoder, parameter_groups
+
+    base, _ = load_encoder(tiny_model, torch.device("cpu"))
+    model, _, _ = run(tiny_model)
+    assert torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    decay, plain = parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in plain["params"])
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert "embeddings.word_embeddings.weight" not in {names[id(p)] for p in decay["params"] + plain["params"]}
+
+
+def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
+    from pipeline.training import text_batches, train
+
+    pairs = pair_table().assign(hard_negative=lambda d: d["passage"].str.replace(" t", " x t", regex=False))
+    df = hybrid_batches(pairs, LANGS, 3, 8, 0.5, generator(1, 1))
+    batches = text_batches(df, hard_negatives=True)
+    assert batches[0].hard_negatives == df.loc[df["batch_id"] == 0, "hard_negative"].tolist()
+    _, _, m = train(tiny_model, batches, batches[:1], PARAMS.model_copy(update={"steps": 2, "hard_negatives": True}),
+                    MODELS, 7, device=torch.device("cpu"), progress=False)
+    assert m["steps_run"] == 2 and m["initial_val_loss"] > 0
+    with pytest.raises(ValueError, match="no 'hard_negative' column"):
+        text_batches(df.drop(columns="hard_negative"), hard_negatives=True)
+
+
+def test_learning_rate_schedule():
+    from pipeline.training import warmup_then_decay
+
+    f = warmup_then_decay(10, 0.2)  # 2 warm-up steps
+    assert [round(f(s), 4) for s in range(10)] == [round(x, 4) for x in
+                                                   [1 / 3, 2 / 3, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]]
+
+
+def test_early_stopping_keeps_the_best_weights(tiny_model):
+    # a learning rate this large makes the validation loss worse at once: stop, keep the base weights
+    from pipeline.training import load_encoder
+
+    params = PARAMS.model_copy(update={"lr": 5.0, "warmup_ratio": 0.0, "eval_every": 2, "patience": 2, "steps": 20})
+    model, _, metrics = run(tiny_model, params)
+    assert metrics["stopped_early"] and metrics["steps_run"] == 4 and metrics["best_step"] == 0
+    base, _ = load_encoder(tiny_model, torch.device("cpu"))
+    sb = base.state_dict()
+    assert all(torch.equal(v, sb[k]) for k, v in model.state_dict().items())
+
+
+def _stage_params(tmp_path, **train):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["languages"] = LANGS
+    raw["sampling"].update(batch_size=8, batches=6, val_fraction=0.2)
+    raw["train"].update({"steps": 4, "max_length": 32, "eval_every": 2, "threads": 1, **train})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_stages_assemble_and_train_outside_git(tiny_model, tmp_path, monkeypatch):
+    import pipeline.params
+    from pipeline.stages import assemble, train
+
+    monkeypatch.chdir(tmp_path)  # no git, no dvc repo: dvclive must still log
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path))
+    (tmp_path / "data/filtered").mkdir(parents=True)
+    pair_table().to_parquet("data/filtered/pairs.parquet", index=False)
+    assemble.main([])
+    first = (tmp_path / "data/batches/train.parquet").read_bytes()
+    assemble.main([])
+    assert (tmp_path / "data/batches/train.parquet").read_bytes() == first
+    stats = json.loads((tmp_path / "metrics/batches.json").read_text())
+    assert stats["train_batches"] == 6 and all(not isinstance(v, (dict, list)) for v in stats.values())
+
+    train.main(["--base", str(tiny_model)])
+    out = tmp_path / "models/trained"
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "source.json"):
+        assert (out / name).read_bytes() == (tiny_model / name).read_bytes()
+    m = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert m["steps_run"] == 4 and not math.isnan(m["best_val_loss"])
+    assert (tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").exists()
+    assert (tmp_path / "dvclive/train/plots/metrics/val/loss.tsv").exists()
+    assert not (tmp_path / "dvc.yaml").exists()
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(out, add_pooling_layer=False)  # loads as a plain HF folder
+
+
+def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):
+    import pipeline.params
+    from pipeline.stages import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path, steps=0))
+    train.main(["--base", str(tiny_model)])  # no batches needed
+    out = tmp_path / "models/trained"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in tiny_model.iterdir())
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["steps_run"] == 0
+    assert (tmp_path / "dvclive/train/plots/metrics").is_dir()
