@@ -38,7 +38,10 @@ def run_experiments(names, overrides, dataset, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         sets = [a for s in RUNS[name] + overrides for a in ("-S", s)]
-        subprocess.run(["dvc", "exp", "run", "-n", f"{name}-{dataset}", "--force", *sets], cwd=ROOT, check=True)
+        exp = f"{name}-{dataset}"
+        subprocess.run(["dvc", "exp", "remove", exp], cwd=ROOT, capture_output=True)  # rerun replaces it
+        # no --force: DVC reruns only what the overrides touch (assemble, train, index, score)
+        subprocess.run(["dvc", "exp", "run", "-n", exp, *sets], cwd=ROOT, check=True)
         shutil.copy(ROOT / "metrics" / f"{dataset}.json", out_dir / f"{name}.json")
         shutil.copy(ROOT / "data" / "scores" / dataset / "per_query.parquet", out_dir / f"{name}-per-query.parquet")
         shutil.copy(ROOT / "metrics" / "train.json", out_dir / f"{name}-train.json")
