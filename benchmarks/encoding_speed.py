@@ -107,10 +107,10 @@ def main() -> None:
     scoring = None
     emb = ROOT / "data/embeddings/xquad-r"
     if (emb / "queries.npy").exists():
-        from pipeline.stages.score import score_dataset
+        from pipeline.metrics import score_embeddings
 
         t = time.perf_counter()
-        summary, *_ = score_dataset(emb, params.score.map_cutoff, params.score.recall_at, params.score.unseen_languages)
+        summary, *_ = score_embeddings(emb, params.score.map_cutoff, params.score.recall_at, params.score.unseen_languages)
         scoring = {"seconds": round(time.perf_counter() - t, 2), "queries": summary["queries"], "pool": summary["pool"]}
 
     out = {"texts": 2 * args.texts, "model": "intfloat/multilingual-e5-small (models/base)",

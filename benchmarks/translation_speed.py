@@ -57,6 +57,14 @@ def build_model(folder: Path, vocab_size: int, seed: int):
     return model, tok, n_pieces
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def batches(lengths: list[int], size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     return [order[i : i + size] for i in range(0, len(order), size)]
@@ -167,7 +175,7 @@ def main() -> None:
         "sentences": args.sentences, "source_tokens": "10-40 random ids (+ language token and </s>)",
         "output_tokens": OUT_TOKENS, "batch_size": args.batch_size, "threads": args.threads,
         "timing": f"per batch the fastest of {args.repeats} runs, summed over the batches",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_name(), "CT2_USE_MKL": os.environ.get("CT2_USE_MKL"),
                     "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}},
         "versions": {"ctranslate2": ctranslate2.__version__, "torch": torch.__version__,
                      "transformers": transformers.__version__},

@@ -36,6 +36,8 @@ class Encoder:
 
     Args:
         model_dir: a Hugging Face folder (config, safetensors weights, tokenizer).
+        model: an already loaded ``AutoModel`` to use instead of the folder's weights (torch engine).
+        device: torch device of the torch engine (``"cuda"`` on a GPU machine).
         engine: ``"torch"`` (fp32, the reference) or ``"ctranslate2"`` (the folder converted once into
             ``ct2_dir`` with the given ``compute_type``; int8 is about 2x faster on CPU, see
             benchmarks/encoding_speed.py).
@@ -45,18 +47,20 @@ class Encoder:
 
     def __init__(self, model_dir, engine: str = "torch", pooling: str = "mean", max_length: int = 128,
                  batch_size: int = 64, threads: int = 2, compute_type: str = "int8", ct2_dir=None,
-                 progress: bool = True):
+                 progress: bool = True, device: str = "cpu", model=None):
         from transformers import AutoTokenizer
 
         self.model_dir = str(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.engine, self.pooling, self.max_length = engine, pooling, max_length
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.device = batch_size, progress, device
         if engine == "torch":
             from transformers import AutoModel
 
             torch.set_num_threads(threads)
-            self.model = AutoModel.from_pretrained(self.model_dir, add_pooling_layer=False).eval()
+            self.model = model if model is not None else AutoModel.from_pretrained(self.model_dir,
+                                                                                   add_pooling_layer=False)
+            self.model = self.model.to(device).eval()
         elif engine == "ctranslate2":
             import ctranslate2
 
@@ -65,6 +69,8 @@ class Encoder:
                                              intra_threads=threads)
         else:
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
+        if engine == "ctranslate2" and device != "cpu":
+            raise ValueError("the ctranslate2 engine is used on CPU here; use engine 'torch' on a GPU")
 
     def _batch(self, ids: list[list[int]]) -> np.ndarray:
         lengths = np.array([len(x) for x in ids])
@@ -80,9 +86,10 @@ class Encoder:
         for i, x in enumerate(ids):
             input_ids[i, : len(x)] = torch.tensor(x)
             mask[i, : len(x)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        return pool(hidden, mask, self.pooling).float().numpy()
+        return pool(hidden, mask, self.pooling).float().cpu().numpy()
 
     def encode(self, texts: list[str], prefix: str = "", desc: str = "encode") -> np.ndarray:
         """L2-normalised float32 vectors ``(len(texts), dim)`` in input order."""

@@ -122,3 +122,35 @@ def language_table(cells: pd.DataFrame) -> pd.DataFrame:
     })
     table.index.name = "lang"
     return table.reset_index().round(6)
+
+
+def score_embeddings(emb_dir, map_cutoff: int = 20, recall_at=(1, 10), unseen=()):
+    """Score the embeddings folder written by the ``index`` stage (see :func:`score`)."""
+    from pathlib import Path
+
+    emb_dir = Path(emb_dir)
+    return score(pd.read_parquet(emb_dir / "queries.parquet"), pd.read_parquet(emb_dir / "pool.parquet"),
+                 np.load(emb_dir / "queries.npy"), np.load(emb_dir / "pool.npy"), map_cutoff, recall_at, unseen)
+
+
+def score(queries: pd.DataFrame, pool: pd.DataFrame, qv: np.ndarray, pv: np.ndarray, map_cutoff: int = 20,
+          recall_at=(1, 10), unseen=()) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every metric of every setting: ``(summary, language table, cells, per-query table)``.
+
+    ``queries`` (qid, id, lang, gold) and ``pool`` (cand_id, lang) are row-aligned with the vectors.
+    """
+    from .retrieval import gold_ranks
+
+    langs = sorted(pool["lang"].unique())
+    lang_ix = {l: i for i, l in enumerate(langs)}
+    row_of = pd.Series(np.arange(len(pool)), index=pool["cand_id"])
+    # gold[q, l]: pool row of question q's answer sentence in language l (-1 if the question lacks l)
+    gold_of_id = queries.assign(row=row_of[queries["gold"]].to_numpy()).pivot(index="id", columns="lang", values="row")
+    gold_of_id = gold_of_id.reindex(columns=langs).fillna(-1).astype(np.int64)
+    gold = gold_of_id.loc[queries["id"]].to_numpy()
+    above = gold_ranks(qv, pv, pool["lang"].map(lang_ix).to_numpy(), gold, len(langs))
+    per_query = per_query_table(queries, langs, above, gold, map_cutoff, recall_at)
+    cells = cell_table(per_query)
+    summary = summarise(cells, set(unseen))
+    summary.update({"queries": int(len(queries)), "pool": int(len(pool)), "languages": len(langs)})
+    return summary, language_table(cells), cells, per_query

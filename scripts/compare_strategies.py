@@ -34,10 +34,21 @@ COLUMNS = ["mono_map", "cross_map", "multi_map", "mono_map20", "cross_map20", "m
            "cross_r1", "multi_r10", "multi_rank_distance"]
 
 
+def committed_steps() -> int:
+    """train.steps of the committed params.yaml: a trained run must set it, since ``dvc exp run`` leaves
+    the previous run's params (e.g. the baseline's ``train.steps=0``) in the workspace."""
+    import yaml
+
+    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, check=True, capture_output=True, text=True)
+    return int(yaml.safe_load(text.stdout)["train"]["steps"])
+
+
 def run_experiments(names, overrides, dataset, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
+    steps = committed_steps()
     for name in names:
-        sets = [a for s in RUNS[name] + overrides for a in ("-S", s)]
+        run_sets = RUNS[name] if name == "baseline" else [f"train.steps={steps}"] + RUNS[name]
+        sets = [a for s in run_sets + overrides for a in ("-S", s)]
         exp = f"{name}-{dataset}"
         subprocess.run(["dvc", "exp", "remove", exp], cwd=ROOT, capture_output=True)  # rerun replaces it
         # no --force: DVC reruns only what the overrides touch (assemble, train, index, score)
