@@ -59,19 +59,8 @@ def run_experiments(names, overrides, dataset, out_dir: Path) -> None:
 
 
 def report(out_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows = []
-    for name in RUNS:
-        path = out_dir / f"{name}.json"
-        if path.exists():
-            m = json.loads(path.read_text())
-            row = {"run": name}
-            for c in COLUMNS:
-                row[c] = m.get(c)
-            for group in ("seen", "unseen"):
-                for c in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
-                    row[f"{c}_{group}"] = m.get(f"{c}_{group}")
-            rows.append(row)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame([table_row(name, json.loads((out_dir / f"{name}.json").read_text()))
+                          for name in RUNS if (out_dir / f"{name}.json").exists()])
     boots = []
     for a, b in COMPARISONS:
         pa, pb = out_dir / f"{a}-per-query.parquet", out_dir / f"{b}-per-query.parquet"
@@ -83,6 +72,29 @@ def report(out_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not boot.empty:
         write_csv(ROOT / "metrics" / "strategies-bootstrap.csv", boot[["a_run", "b_run", "metric", "a", "b", "diff",
                                                                        "low", "high", "p_le_0"]])
+    return table, boot
+
+
+def table_row(name: str, m: dict) -> dict:
+    row = {"run": name, **{c: m.get(c) for c in COLUMNS}}
+    for group in ("seen", "unseen"):
+        for c in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
+            row[f"{c}_{group}"] = m.get(f"{c}_{group}")
+    return row
+
+
+def gpu_report(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same tables for a folder written by scripts/gpu_strategies.py (summary.json + per-query.parquet)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    table = pd.DataFrame([table_row(name, r["metrics"]) for name, r in summary["runs"].items()])
+    per_query = pd.read_parquet(folder / "per-query.parquet")
+    runs = set(per_query["run"])
+    boots = [paired_bootstrap(per_query[per_query.run == a], per_query[per_query.run == b]).assign(a_run=a, b_run=b)
+             for a, b in COMPARISONS if a in runs and b in runs]
+    boot = pd.concat(boots, ignore_index=True) if boots else pd.DataFrame()
+    write_csv(folder / "table.csv", table)
+    if not boot.empty:
+        write_csv(folder / "bootstrap.csv", boot[["a_run", "b_run", "metric", "a", "b", "diff", "low", "high", "p_le_0"]])
     return table, boot
 
 
@@ -112,7 +124,11 @@ def main() -> None:
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="extra param override for every run")
     ap.add_argument("--dataset", default="xquad-r")
     ap.add_argument("--out", default=str(ROOT / "metrics" / "strategies"))
+    ap.add_argument("--gpu", help="only report a folder written by scripts/gpu_strategies.py")
     args = ap.parse_args()
+    if args.gpu:
+        print(markdown(*gpu_report(Path(args.gpu))))
+        return
     out_dir = Path(args.out)
     if not args.report:
         run_experiments(args.runs, args.overrides, args.dataset, out_dir)
