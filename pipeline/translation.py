@@ -392,7 +392,7 @@ def translate_pairs(pairs: pd.DataFrame, lang: str, translator: Translator, syst
     """Machine-translate the English pairs into ``lang`` (``OUT_COLUMNS``).
 
     Questions, passages and non-empty contexts are translated together through
-    :func:`translate_resumable`; each distinct text once.
+    :func:`translate_resumable`, each distinct text once; empty or missing contexts are kept as they are.
     """
     en = _english(pairs, where).reset_index(drop=True)
     context = en["context"].fillna("").astype(str)
@@ -401,6 +401,6 @@ def translate_pairs(pairs: pd.DataFrame, lang: str, translator: Translator, syst
     return pd.DataFrame({
         "pair_id": en["pair_id"], "source": en["source"], "lang": lang,
         "question": en["question"].map(done), "passage": en["passage"].map(done),
-        "context": [done[c] if c.strip() else "" for c in context], "system": system,
+        "context": [done[c] if c.strip() else orig for c, orig in zip(context, en["context"])], "system": system,
         "src_question": en["question"], "src_passage": en["passage"],
     })[OUT_COLUMNS]

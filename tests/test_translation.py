@@ -292,10 +292,12 @@ def test_reference_pairs():
 
 def test_translate_pairs_translates_each_text_once(tmp_path):
     fake = Reverser()
-    out = translate_pairs(_pairs(), "xx", fake, "fake", tmp_path, chunk_size=2)
+    pairs = _pairs()
+    pairs.loc[2, "context"] = None
+    out = translate_pairs(pairs, "xx", fake, "fake", tmp_path, chunk_size=2)
     assert list(out.columns) == OUT_COLUMNS and len(out) == 3
     assert out["question"].tolist() == ["?NOW OHW", "?TI SI EREHW", "?NOW OHW"]
-    assert out["context"].tolist() == ["", ".OWT .ENO TXETNOC", ""]
+    assert out["context"].tolist()[:2] == ["", ".OWT .ENO TXETNOC"] and pd.isna(out["context"].iloc[2])
     assert out["src_passage"].tolist() == ["Anna won. She was fast.", "It is here.", "Bob did."]
     assert set(out["lang"]) == {"xx"} and set(out["system"]) == {"fake"}
     assert sorted(fake.seen) == sorted({*_pairs()["question"][:3], *_pairs()["passage"][:3], "Context one. Two."})

@@ -1,0 +1,50 @@
+"""dvc.yaml stays honest: each stage lists its module and every pipeline module it imports (so DVC
+reruns a stage when its code changes), and every stage module has a stage."""
+import ast
+from pathlib import Path
+
+import yaml
+
+from conftest import ROOT
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")[: -node.level]
+                names = [".".join(base + [node.module])] if node.module else [".".join(base + [a.name]) for a in node.names]
+            elif node.module and node.module.startswith("pipeline"):
+                names = [node.module]
+            else:
+                continue
+            found |= {n for n in names if (ROOT / (n.replace(".", "/") + ".py")).exists()}
+    return found
+
+
+def _closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += _imports(m)
+    return {m.replace(".", "/") + ".py" for m in seen}
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)
+        module = stage["cmd"].split("-m ", 1)[1].split()[0]
+        deps = {d for d in stage["deps"] if d.endswith(".py")}
+        missing = _closure(module) - deps
+        assert not missing, f"dvc.yaml stage {name!r} does not list {sorted(missing)} under deps"
+
+
+def test_every_stage_module_is_a_dvc_stage():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    modules = {p.stem for p in (ROOT / "pipeline/stages").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(stages)
