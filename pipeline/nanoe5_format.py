@@ -52,6 +52,19 @@ class _Reader:
         return arr
 
 
+def _tensor_directory(r: "_Reader") -> list[tuple[str, int, int, int, int]]:
+    """Entries ``(name, dtype, element count, absolute offset, byte count)`` of the tensor directory at ``r.pos``."""
+    entries = []
+    for _ in range(r.take("i")):
+        name_len = r.take("H")
+        name = r.buf[r.pos : r.pos + name_len].decode()
+        r.pos += name_len
+        dtype, count = r.take("B"), r.take("I")
+        off, nbytes = r.take("QQ")
+        entries.append((name, dtype, count, off, nbytes))
+    return entries
+
+
 def dequantize_q4(raw: np.ndarray, count: int) -> np.ndarray:
     """Blocks of 32 values, 18 bytes each: fp16 scale ``d``, then 16 bytes of nibbles.
 
@@ -92,15 +105,8 @@ def read_e5_file(path: str | Path) -> E5File:
         cp = r.take("I")
         k = r.take("B")
         norm[cp] = [int(x) for x in r.array("u4", k)]
-    n_tensors = r.take("i")
     tensors: dict[str, np.ndarray] = {}
-    for _ in range(n_tensors):
-        name_len = r.take("H")
-        name = buf[r.pos : r.pos + name_len].decode()
-        r.pos += name_len
-        dtype = r.take("B")
-        count = r.take("I")
-        off, nbytes = r.take("QQ")
+    for name, dtype, count, off, nbytes in _tensor_directory(r):
         raw = np.frombuffer(buf, dtype=np.uint8, count=nbytes, offset=off)
         if dtype == 0:
             tensors[name] = raw.view("<f4")[:count].copy()
@@ -273,15 +279,8 @@ def trim_vocabulary(src: str | Path, dst: str | Path, keep: set[int] | list[int]
     out += offsets.tobytes() + f.scores[ids].astype("<f4").tobytes() + b"".join(pieces)
     out += buf[norm_start:norm_end]
     # tensor directory: re-read entries, then lay the data out after the directory
-    n_tensors = r.take("i")
     entries = []
-    for _ in range(n_tensors):
-        name_len = r.take("H")
-        name = buf[r.pos : r.pos + name_len].decode()
-        r.pos += name_len
-        dtype = r.take("B")
-        count = r.take("I")
-        off, nbytes = r.take("QQ")
+    for name, dtype, count, off, nbytes in _tensor_directory(r):
         data = buf[off : off + nbytes]
         if name == "emb.word":
             row = nbytes // f.vocab
