@@ -22,6 +22,9 @@ from ..params import load_params
 from ..training import copy_model, pick_device, save_encoder, text_batches, train
 
 
+TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="models/base")
@@ -50,7 +53,10 @@ def main(argv=None) -> None:
                                   device=pick_device())
         info = {"base": str(args.base), "seed": params.seed, "train": p.model_dump(),
                 "prefixes": [params.models.query_prefix, params.models.passage_prefix],
-                "pooling": params.models.pooling, **metrics}
+                "pooling": params.models.pooling,
+                # timings vary run to run; they go to metrics/train.json, not into the model folder,
+                # so that the same params and seed give a byte-identical models/trained
+                **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
         with atomic_dir(args.out) as tmp:
             save_encoder(model, args.base, tmp, info)
     write_json(args.metrics, metrics)
