@@ -19,25 +19,28 @@ from ..params import load_params
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embeddings", default="data/embeddings")
+    ap.add_argument("--dataset", required=True, help="a key of params.datasets")
+    ap.add_argument("--embeddings", help="default: data/embeddings/<dataset>")
+    ap.add_argument("--scores", help="default: data/scores/<dataset>")
+    ap.add_argument("--metrics", default="metrics")
     args = ap.parse_args(argv)
     params = load_params()
-    p = params.score
-    for name in params.index.datasets:
-        t0 = time.perf_counter()
-        ds_langs = set(params.datasets[name].languages)
-        unseen = set(p.unseen_languages) | (ds_langs - set(params.languages))
-        summary, languages, cells, per_query = score_embeddings(Path(args.embeddings) / name, p.map_cutoff,
-                                                                p.recall_at, unseen)
-        with atomic_dir(Path("data/scores") / name) as tmp:
-            per_query.to_parquet(tmp / "per_query.parquet", index=False)
-            cells.to_csv(tmp / "cells.csv", index=False, float_format="%.6f")
-        languages["seen"] = ~languages["lang"].isin(unseen)
-        write_csv(Path("metrics") / f"{name}-languages.csv", languages)
-        write_json(Path("metrics") / f"{name}.json", summary)
-        # the time is printed, not stored: metrics/*.json holds only numbers that the same inputs reproduce
-        print(name, {k: v for k, v in summary.items() if k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance")},
-              f"scored in {time.perf_counter() - t0:.1f} s")
+    p, name = params.score, args.dataset
+    if name not in params.datasets:
+        raise SystemExit(f"score: unknown dataset {name!r}; params.yaml datasets: {sorted(params.datasets)}")
+    t0 = time.perf_counter()
+    unseen = set(p.unseen_languages) | (set(params.datasets[name].languages) - set(params.languages))
+    summary, languages, cells, per_query = score_embeddings(Path(args.embeddings or f"data/embeddings/{name}"),
+                                                            p.map_cutoff, p.recall_at, unseen)
+    with atomic_dir(Path(args.scores or f"data/scores/{name}")) as tmp:
+        per_query.to_parquet(tmp / "per_query.parquet", index=False)
+        cells.to_csv(tmp / "cells.csv", index=False, float_format="%.6f")
+    languages["seen"] = ~languages["lang"].isin(unseen)
+    write_csv(Path(args.metrics) / f"{name}-languages.csv", languages)
+    write_json(Path(args.metrics) / f"{name}.json", summary)
+    # the time is printed, not stored: metrics/*.json holds only numbers that the same inputs reproduce
+    print(name, {k: v for k, v in summary.items() if k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance")},
+          f"scored in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":
