@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Iterable
 import pandas as pd
 
 from .lareqa import DataError, LAReQA, gold_sentence, parse_file
+from .text import sentence_spans
 
 PAIR_COLUMNS = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
 SOURCE_LANG = "en"
@@ -75,34 +75,10 @@ def normalize(text: str | None) -> str:
     return text[start:end]
 
 
-# A sentence ends at . ! ? (plus closing quotes/brackets) followed by whitespace and a character that
-# is not a lower-case letter; or at a CJK full stop / ! / ? whatever follows. A period after a
-# single capital (initials: "J. R. R. Tolkien") or after a common title is not an end.
-_LATIN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s+([^\s]))")
-_CJK_END = re.compile(r"[。！？]+[」』”’）]*")
-_NO_END = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|Mt|No|vs|etc|e\.g|i\.e|U\.S))\.$")
-
-
 def split_sentences(text: str) -> list[list[int]]:
-    """Half-open ``[start, end)`` character spans of the sentences of ``text`` (a simple regex splitter).
-
-    Used only for SQuAD files without ``sentence_breaks``. Spans exclude surrounding whitespace;
-    a text without an end mark is one sentence.
-    """
-    ends = sorted({m.end() for m in _LATIN_END.finditer(text)
-                   if not m.group(1).islower() and not _NO_END.search(text[: m.end()])}
-                  | {m.end() for m in _CJK_END.finditer(text)})
-    spans, start = [], 0
-    for end in ends + [len(text)]:
-        a, b = start, end
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
-        if b > a:
-            spans.append([a, b])
-        start = end
-    return spans or [[0, len(text)]]
+    """Sentence spans of a context without ``sentence_breaks`` (:func:`pipeline.text.sentence_spans`);
+    an empty context is one empty sentence, so every answer start maps to a sentence."""
+    return sentence_spans(text) or [[0, len(text)]]
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

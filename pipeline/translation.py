@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import pandas as pd
 
 from .io import atomic_dir, write_json
+from .text import split_sentences
 
 #: ISO 639-1 (or 639-3 where no 2-letter code exists) -> NLLB-200 (FLORES-200) code.
 NLLB_CODES: dict[str, str] = {
@@ -48,13 +48,6 @@ NLLB_CODES: dict[str, str] = {
 #: Target languages (ISO or NLLB codes) whose sentences are written without a space between them.
 NO_SPACE_LANGS = frozenset({"zh", "ja", "th", "zho_Hans", "zho_Hant", "yue_Hant", "jpn_Jpan", "tha_Thai"})
 
-# A sentence ends after . ! ? … followed by whitespace (closing quotes/brackets stay with it), or after
-# CJK 。！？, the Devanagari danda । ॥ or the Arabic question mark ؟ (whitespace optional).
-_BOUNDARY = re.compile(
-    r"[.!?…]+[\"'”’»)\]]*\s+"
-    r"|[。！？]+[\"'”’」』）]*\s*"
-    r"|[।॥؟]+[\"'”’»)\]]*\s*"
-)
 
 
 def nllb_code(lang: str) -> str:
@@ -68,19 +61,6 @@ def nllb_code(lang: str) -> str:
             f"no NLLB-200 code for language {lang!r}; known ISO codes: {', '.join(sorted(NLLB_CODES))} "
             "(or pass an NLLB code such as 'deu_Latn')"
         ) from None
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` with their final punctuation, stripped; never empty pieces.
-
-    Text without a sentence boundary gives ``[text.strip()]``; blank text gives ``[]``.
-    """
-    pieces, start = [], 0
-    for m in _BOUNDARY.finditer(text):
-        pieces.append(text[start : m.end()])
-        start = m.end()
-    pieces.append(text[start:])
-    return [p.strip() for p in pieces if p.strip()]
 
 
 def join_sentences(sentences: Sequence[str], lang: str) -> str:

@@ -42,8 +42,9 @@ TINY_SENTENCES = [
 @pytest.mark.parametrize("text, expected", [
     ("Hello there. How are you?  Fine! 3.14 is pi", ["Hello there.", "How are you?", "Fine!", "3.14 is pi"]),
     ('He said "Stop." Then left.', ['He said "Stop."', "Then left."]),
-    ("Wait... what?! Yes.", ["Wait...", "what?!", "Yes."]),
-    ("Well… maybe. OK", ["Well…", "maybe.", "OK"]),
+    ("Wait... what?! Yes.", ["Wait... what?!", "Yes."]),  # no end before a lower-case letter
+    ("Well… Maybe. OK", ["Well…", "Maybe.", "OK"]),
+    ("Dr. Smith met J. R. R. Tolkien. Then he left.", ["Dr. Smith met J. R. R. Tolkien.", "Then he left."]),
     ("你好。我很好！真的吗？是", ["你好。", "我很好！", "真的吗？", "是"]),
     ("他说：“走。”然后走了。", ["他说：“走。”", "然后走了。"]),
     ("यह एक वाक्य है। यह दूसरा है।", ["यह एक वाक्य है।", "यह दूसरा है।"]),
