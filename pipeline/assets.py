@@ -69,28 +69,35 @@ def _download(url: str, dest: Path, name: str) -> Path:
 
 
 def fetch(asset: Asset, mirror: str | Path | None = None) -> Path:
-    """Local path of ``asset``: the mirror copy, or the verified download of its URL."""
+    """Local path of ``asset``: the mirror copy, or the verified download of its URL.
+
+    When neither works the error names the mirror folder and the file looked for in it first, then
+    the URL and why its download failed.
+    """
     root = Path(mirror) if mirror is not None else mirror_root()
-    tried = []
+    missing = ""
     if asset.mirror_path:
         local = root / asset.mirror_path
-        tried.append(str(local))
         if local.exists():
             return verify(local, asset.sha256, asset.name)
+        state = "exists" if root.is_dir() else "does not exist"
+        missing = f"not in the mirror: {local.resolve()} is missing (mirror folder {root.resolve()} {state})"
     if asset.url:
         dest = cache_root() / (asset.sha256 or hashlib.sha256(asset.url.encode()).hexdigest()[:16]) / Path(
             asset.url.split("?")[0]
         ).name
         if dest.exists():
             return verify(dest, asset.sha256, asset.name)
-        tried.append(asset.url)
-        _download(asset.url, dest, asset.name)
+        try:
+            _download(asset.url, dest, asset.name)
+        except AssetError as err:
+            raise AssetError(f"{err}" if not missing else f"asset {asset.name!r} {missing}; then {err}") from err
         try:
             return verify(dest, asset.sha256, asset.name)
         except AssetError:
             dest.unlink(missing_ok=True)
             raise
-    raise AssetError(f"asset {asset.name!r} not found; tried: {', '.join(tried) or 'nothing (no path or url)'}")
+    raise AssetError(f"asset {asset.name!r} {missing or 'has no mirror path and no url'}")
 
 
 def hub_snapshot(hub_id: str, revision: str | None = None, allow: list[str] | None = None) -> Path:

