@@ -45,7 +45,8 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 
 def fold_data(grid: str, out: Path) -> Path:
     """The grid's split (training pairs + dev set), made by the stage modules gather -> translate ->
-    filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's)."""
+    filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's);
+    its gather and filter statistics are copied to ``metrics/grids/<grid>/``."""
     from scripts.compare_strategies import params_for
 
     p = params_for(grid, "hybrid", 13)
@@ -64,6 +65,10 @@ def fold_data(grid: str, out: Path) -> Path:
     stage("filter", "--pairs", str(out / "gathered.parquet"), "--translated", str(out / "translated"), "--out",
           str(out / "filtered"), "--metrics", str(out / "data.json"))
     stage("split", "--pairs", str(out / "filtered" / "pairs.parquet"), "--out", str(out / "split"))
+    stats = ROOT / "metrics" / "grids" / grid  # the fold's data statistics (leakage guard, filters) beside its results
+    stats.mkdir(parents=True, exist_ok=True)
+    for name in ("gather.json", "data.json"):
+        shutil.copy(out / name, stats / name)
     return out / "split"
 
 

@@ -1,8 +1,8 @@
 """Render the pipeline's plots as PNG files with matplotlib (DVC's HTML plots load scripts from a CDN).
 
-    python scripts/plots.py [--out plots/]
+    python -m scripts.plots [--out plots/]
 
-Writes ``training.png`` (training loss, validation loss and learning rate per step, from dvclive's
+Writes ``training.png`` (training loss, dev-set scores and learning rate per step, from dvclive's
 ``dvclive/train/plots/metrics``) and ``<dataset>-languages.png`` (mono / cross / multi mAP per query
 language, from ``metrics/<dataset>-languages.csv``).
 """
@@ -21,16 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def training_curves(live: Path, out: Path) -> Path | None:
-    series = {name: live / f"{name}.tsv" for name in ("train/loss", "val/loss", "train/lr")}
-    if not series["train/loss"].exists():
+    """Training loss, the dev-set scores the checkpoint is selected by, and the learning rate, per step."""
+    if not (live / "train/loss.tsv").exists():
         return None
-    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name in ("train/loss", "val/loss"):
-        if series[name].exists():
-            d = pd.read_csv(series[name], sep="\t")
-            ax.plot(d["step"], d[d.columns[-1]], label=name, marker="o" if name == "val/loss" else None)
-    ax.set_xlabel("step"), ax.set_ylabel("InfoNCE loss"), ax.legend()
-    d = pd.read_csv(series["train/lr"], sep="\t")
+    read = lambda name: pd.read_csv(live / f"{name}.tsv", sep="\t")  # noqa: E731
+    fig, (ax, ax_dev, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.5))
+    d = read("train/loss")
+    ax.plot(d["step"], d[d.columns[-1]])
+    ax.set_xlabel("step"), ax.set_ylabel("training InfoNCE loss")
+    for name in ("score", "mono_map", "cross_map", "multi_map"):
+        if (live / f"dev/{name}.tsv").exists():
+            d = read(f"dev/{name}")
+            ax_dev.plot(d["step"], d[d.columns[-1]], marker="o", label=name, lw=2.5 if name == "score" else 1)
+    ax_dev.set_xlabel("step"), ax_dev.set_ylabel("dev set mAP"), ax_dev.legend(fontsize=8)
+    d = read("train/lr")
     ax_lr.plot(d["step"], d[d.columns[-1]])
     ax_lr.set_xlabel("step"), ax_lr.set_ylabel("learning rate")
     fig.tight_layout()

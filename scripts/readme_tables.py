@@ -6,7 +6,8 @@
 A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table -->`` in README.md.
 ``KIND`` is ``runs`` (every experiment: seed, rule, kept step, headline metrics), ``summary`` (mean
 +- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
-of the differences) or ``verdicts`` (one line per claim of the paper). tests/test_readme.py runs
+of the differences) or ``verdicts`` (one line per claim of the paper); ``<!-- table all overview -->`` puts every grid's
+verdicts side by side. tests/test_readme.py runs
 the check, so a README number that disagrees with its file fails the tests.
 """
 from __future__ import annotations
@@ -102,6 +103,17 @@ def verdicts_table(grid: Path) -> str:
                   [[r["claim"], f"**{r['verdict']}**", r["evidence"]] for _, r in v.iterrows()])
 
 
+def overview_table(grids: Path) -> str:
+    """Every grid's verdict on every claim, side by side (block ``<!-- table all overview -->``)."""
+    found = sorted(p for p in grids.iterdir() if (p / "verdicts.csv").exists())
+    claims: dict[str, dict[str, str]] = {}
+    for g in found:
+        for _, r in pd.read_csv(g / "verdicts.csv").iterrows():
+            claims.setdefault(r["claim"], {})[g.name] = r["verdict"]
+    rows = [[c] + [v.get(g.name, "n/a") for g in found] for c, v in claims.items()]
+    return _table(["claim (paper)"] + [g.name for g in found], rows)
+
+
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table}
 
@@ -109,6 +121,8 @@ KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "
 def render(text: str, grids: Path = GRIDS) -> str:
     def fill(m: re.Match) -> str:
         grid, kind = m.group(2), m.group(3)
+        if kind == "overview":
+            return m.group(1) + overview_table(grids) + "\n" + m.group(5)
         if kind not in KINDS:
             raise SystemExit(f"README block: unknown table kind {kind!r}; valid: {sorted(KINDS)}")
         return m.group(1) + KINDS[kind](grids / grid) + "\n" + m.group(5)

@@ -145,3 +145,16 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
     assert "| X-Y | 3 | 0.800 ± 0.005 | 0.710 ± 0.005 | 0.580 ± 0.005 |" in text and "STALE" not in text
     assert rt.render(text, tmp_path / "grids") == text
     assert rt.render(text.replace("0.580 ± 0.005", "0.581 ± 0.005"), tmp_path / "grids") == text
+
+
+def test_every_grid_gives_valid_params_with_the_fold_and_scale_applied():
+    from scripts.compare_strategies import dataset_of, params_for
+
+    a = params_for("mlqa2xquad-cpu", "xy", 14)
+    assert a["seed"] == 14 and a["sampling"]["mode"] == "xy" and a["index"]["datasets"] == ["xquad-r"]
+    assert dataset_of("mlqa2xquad-cpu") == ("xquad-r", ["el", "ru", "th", "tr"])
+    b = params_for("xquad2mlqa-gpu", "untrained", 13)
+    assert len(b["languages"]) == 11 and b["gather"]["sources"][0]["name"] == "xquad-r"
+    assert b["gather"]["leakage_guard"] == ["mlqa-r"] and set(b["translate"]["targets"]) == set(b["languages"]) - {"en"}
+    assert b["train"]["steps"] == 0 and b["train"]["device"] == "cuda" and b["sampling"]["batch_size"] == 100
+    assert dataset_of("xquad2mlqa-gpu") == ("mlqa-r", [])

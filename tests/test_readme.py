@@ -1,0 +1,29 @@
+"""The README's result tables are the files under metrics/grids/, to the last digit."""
+import re
+
+from conftest import ROOT
+
+
+def test_readme_tables_match_the_metrics_files():
+    from scripts.readme_tables import BLOCK, main, render
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = BLOCK.findall(text)
+    grids = {b[1] for b in blocks} - {"all"}
+    assert {"mlqa2xquad-cpu", "mlqa2xquad-gpu", "xquad2mlqa-gpu"} <= grids
+    for grid in grids:
+        assert (ROOT / "metrics" / "grids" / grid / "runs.csv").exists(), grid
+    assert render(text) == text, "README tables differ from metrics/grids: run python -m scripts.readme_tables"
+    assert main(["--check"]) == 0
+
+
+def test_every_results_row_names_its_rule_and_kept_step():
+    import pandas as pd
+
+    for runs in sorted((ROOT / "metrics" / "grids").glob("*/runs.csv")):
+        df = pd.read_csv(runs)
+        trained = df[df["run"] != "untrained"]
+        assert set(trained["select_by"]) == {"dev"}, runs
+        assert (trained["best_step"] <= trained["steps_run"]).all() and trained["best_step"].notna().all()
+        assert trained.groupby("run")["seed"].nunique().min() >= 3, runs
+        assert re.fullmatch(r"[a-z0-9]+-(cpu|gpu)", runs.parent.name)
