@@ -27,3 +27,15 @@ def test_every_results_row_names_its_rule_and_kept_step():
         assert (trained["best_step"] <= trained["steps_run"]).all() and trained["best_step"].notna().all()
         assert trained.groupby("run")["seed"].nunique().min() >= 3, runs
         assert re.fullmatch(r"[a-z0-9]+-(cpu|gpu)", runs.parent.name)
+
+
+def test_the_reading_across_grids_quotes_only_numbers_of_the_generated_tables():
+    """The one paragraph of findings is typed; every number in it must stand in a generated table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("Reading across the grids.")
+    paragraph = text[start: text.index("\n\n", start)]
+    tables = "".join(m.group(0) for m in re.finditer(r"<!-- table .*?<!-- /table -->", text, re.S))
+    numbers = re.findall(r"\d+\.\d+|\d{3}", paragraph)
+    assert len(numbers) >= 6
+    for n in numbers:
+        assert n in tables, f"'{n}' in the findings paragraph is in no generated table"
