@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 LANG_CODE = r"^[a-z]{2,3}$"
+Lang = Annotated[str, Field(pattern=LANG_CODE)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """A params section: unknown keys are errors, numbers must be finite, and a boolean is not a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info):
+        ann = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and ann in (int, float, int | None, float | None):
+            raise ValueError(f"a boolean ({value}) is not a number")
+        return value
 
 
 class DatasetSpec(Section):
@@ -27,7 +38,7 @@ class DatasetSpec(Section):
 
     path: str
     url: str = Field(description="canonical URL template with {lang}")
-    languages: list[str]
+    languages: list[Lang]
     licence: str
 
 
@@ -50,7 +61,7 @@ class SourceSpec(Section):
     hub_id: str | None = None
     split: str = "train"
     columns: dict[str, str] | None = Field(None, description="hf: maps question/passage/id to column names")
-    languages: list[str] = ["en"]
+    languages: list[Lang] = ["en"]
     licence: str
 
     @model_validator(mode="after")
@@ -105,6 +116,13 @@ class FilterParams(Section):
     max_length_ratio: float = Field(4.0, gt=0)
     roundtrip: dict[str, RoundTripSpec] = Field(default_factory=dict)
     min_chrf: float = Field(15.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ratio_order(self):
+        if self.min_length_ratio >= self.max_length_ratio:
+            raise ValueError(f"filter.min_length_ratio ({self.min_length_ratio}) must be below "
+                             f"filter.max_length_ratio ({self.max_length_ratio})")
+        return self
 
 
 class SamplingParams(Section):
@@ -162,14 +180,14 @@ class IndexParams(Section):
 
 class ScoreParams(Section):
     map_cutoff: int = Field(20, ge=1, description="k of mAP@k (XTREME style)")
-    recall_at: list[int] = [1, 10]
-    unseen_languages: list[str] = Field(default_factory=list, description="zero-shot languages, for grouping")
+    recall_at: list[Annotated[int, Field(ge=1)]] = Field([1, 10], min_length=1)
+    unseen_languages: list[Lang] = Field(default_factory=list, description="zero-shot languages, for grouping")
 
 
 class Params(Section):
-    seed: int = 13
+    seed: int = Field(13, ge=0)
     mirror: str = Field("../shared", description="folder tried before canonical URLs; env PIPELINE_MIRROR overrides")
-    languages: list[str] = Field(description="training languages")
+    languages: list[Lang] = Field(min_length=1, description="training languages")
     datasets: dict[str, DatasetSpec]
     models: ModelsParams
     gather: GatherParams
@@ -183,6 +201,16 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_refs(self):
+        offered = sorted({lang for s in self.gather.sources for lang in s.languages} | set(self.translate.targets))
+        missing = [lang for lang in self.languages if lang not in offered]
+        if missing:
+            raise ValueError(f"languages: {missing} come from no source (gather.sources[*].languages) and no "
+                             f"translation target (translate.targets); valid: {offered}")
+        evaluated = sorted({lang for name in self.index.datasets for lang in self.datasets[name].languages}
+                           if all(n in self.datasets for n in self.index.datasets) else [])
+        unknown = [lang for lang in self.score.unseen_languages if evaluated and lang not in evaluated]
+        if unknown:
+            raise ValueError(f"score.unseen_languages: {unknown} are in no evaluation set; valid: {evaluated}")
         for name in self.index.datasets:
             if name not in self.datasets:
                 raise ValueError(f"index.datasets: unknown dataset {name!r}; valid: {sorted(self.datasets)}")

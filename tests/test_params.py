@@ -27,6 +27,22 @@ def test_default_params_are_valid(raw):
     (lambda d: d["index"].update(datasets=["nope"]), "index.datasets: unknown dataset 'nope'"),
     (lambda d: d["translate"]["targets"].update(fr={"backend": "ctranslate2", "model": "x"}),
      "translate.targets.fr.model: 'x' is not in translate.models"),
+    # ranges and cross-field rules (one case each)
+    (lambda d: d.update(seed=-1), "seed: Input should be greater than or equal to 0"),
+    (lambda d: d["score"].update(recall_at=[0, 10]), "score.recall_at.0: Input should be greater than or equal to 1"),
+    (lambda d: d["score"].update(recall_at=[]), "score.recall_at: List should have at least 1 item"),
+    (lambda d: d["train"].update(lr=float("nan")), "train.lr: Input should be a finite number"),
+    (lambda d: d["train"].update(lr=float("inf")), "train.lr: Input should be a finite number"),
+    (lambda d: d["filter"].update(min_length_ratio=5.0), "filter.min_length_ratio (5.0) must be below "
+                                                         "filter.max_length_ratio (4.0)"),
+    (lambda d: d["train"].update(steps=True), "train.steps: Value error, a boolean (True) is not a number"),
+    (lambda d: d["sampling"].update(alpha=False), "sampling.alpha: Value error, a boolean (False) is not a number"),
+    (lambda d: d.update(languages=["en", "EN"]), "languages.1: String should match pattern"),
+    (lambda d: d.update(languages=["en", "fr"]), "languages: ['fr'] come from no source"),
+    (lambda d: d["score"].update(unseen_languages=["xx"]), "score.unseen_languages: ['xx'] are in no evaluation set"),
+    (lambda d: d["dev"].update(fraction=0), "dev.fraction: Input should be greater than 0"),
+    (lambda d: d["train"].update(select_by="best"), "train.select_by: invalid choice 'best'"),
+    (lambda d: d["index"].update(device="cuda"), "index.device: 'cuda' needs index.engine: torch"),
 ])
 def test_invalid_params_name_the_key(raw, edit, expected):
     d = copy.deepcopy(raw)

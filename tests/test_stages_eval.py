@@ -48,6 +48,7 @@ def project(tmp_path, monkeypatch):
                                  "languages": ["de", "en"], "licence": "test"}
     params["index"].update(datasets=["toy"], engine="torch", batch_size=2)
     params["languages"] = ["en"]
+    params["score"]["unseen_languages"] = []  # de is unseen anyway: not a training language
     params["gather"]["leakage_guard"] = []
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
