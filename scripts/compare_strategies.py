@@ -261,7 +261,11 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         _dvc("queue", "start", "-j", str(args.jobs))
         wait_for_queue()
-        print(f"grid {args.grid}: {len(names)} experiments in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+        minutes = round((time.perf_counter() - t0) / 60, 1)
+        print(f"grid {args.grid}: {len(names)} experiments in {minutes} min", flush=True)
+        (OUT / args.grid).mkdir(parents=True, exist_ok=True)
+        (OUT / args.grid / "wall.json").write_text(json.dumps({"experiments": len(names), "parallel_experiments":
+                                                               args.jobs, "wall_min": minutes}, indent=2) + "\n")
     if args.action in ("run", "collect"):
         if args.folder:
             collect_folder(args.grid, Path(args.folder), args.device)

@@ -46,7 +46,7 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 def fold_data(grid: str, out: Path) -> Path:
     """The grid's split (training pairs + dev set), made by the stage modules gather -> translate ->
     filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's);
-    its gather and filter statistics are copied to ``metrics/grids/<grid>/``."""
+    its gather, filter and dev-set statistics are copied to ``metrics/grids/<grid>/``."""
     from scripts.compare_strategies import params_for
 
     p = params_for(grid, "hybrid", 13)
@@ -69,6 +69,7 @@ def fold_data(grid: str, out: Path) -> Path:
     stats.mkdir(parents=True, exist_ok=True)
     for name in ("gather.json", "data.json"):
         shutil.copy(out / name, stats / name)
+    shutil.copy(out / "split" / "dev" / "stats.json", stats / "dev.json")
     return out / "split"
 
 
