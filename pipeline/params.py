@@ -138,7 +138,7 @@ class SamplingParams(Section):
 class DevParams(Section):
     """The development set: held-out training question ids, the same for every mode, alpha and seed."""
 
-    fraction: float = Field(0.1, gt=0, lt=1, description="share of training question ids held out (all languages)")
+    fraction: float = Field(0.05, gt=0, lt=1, description="share of training question ids held out (all languages)")
     seed: int = Field(0, ge=0, description="draws the held-out ids; independent of the run's seed on purpose")
 
 

@@ -62,8 +62,11 @@ def text_batches(df: pd.DataFrame, hard_negatives: bool = False) -> list[TextBat
     return out
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(setting: str = "auto") -> torch.device:
+    """The device of ``train.device``: ``auto`` takes CUDA when torch sees it; ``cuda`` without one is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device: cuda, but torch sees no CUDA device")
+    return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def load_encoder(model_dir: str | Path, device: torch.device | None = None):

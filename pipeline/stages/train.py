@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ..io import atomic_dir, write_json
 from ..lareqa import dataset_files
 from ..params import load_params
-from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, save_encoder, text_batches,
-                        train)
+from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, pick_device, save_encoder,
+                        text_batches, train)
 
 TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
 
@@ -37,13 +36,6 @@ def check_evaluation_sets(params) -> None:
     """Fail now, not after training, when an evaluation set cannot be resolved."""
     for name in params.index.datasets:
         dataset_files(params.datasets[name], params.mirror_path)
-
-
-def pick_device(setting: str) -> torch.device:
-    """``train.device``: auto takes CUDA when torch sees it; cuda without a GPU is an error."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("train.device: cuda, but torch sees no CUDA device")
-    return torch.device("cuda" if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def untrained(base: str, params, dev: DevSet, out: str) -> dict:
