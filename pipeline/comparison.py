@@ -21,12 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .metrics import metric_source
+
 RUNS = ("untrained", "xx", "xy", "hybrid")
-HEADLINE = ("mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10", "multi_rank_distance")
-# metric key -> (setting, per-query column); ``_seen``/``_unseen`` suffixes restrict the cells
-SOURCE = {"mono_map": ("mono", "ap"), "cross_map": ("cross", "ap"), "multi_map": ("multi", "ap"),
-          "mono_r1": ("mono", "r@1"), "cross_r1": ("cross", "r@1"), "multi_r10": ("multi", "r@10"),
-          "multi_rank_distance": ("multi", "rank_distance")}
 COMPARISONS = (("xx", "hybrid"), ("xy", "hybrid"), ("xx", "xy"), ("untrained", "hybrid"))
 MARGIN = 0.01  # non-inferiority margin (mAP) for the paper's "as good as" claims
 
@@ -46,16 +43,12 @@ def parse_run_name(name: str, grid: str) -> tuple[str, int] | None:
 
 def metric_matrix(per_query: pd.DataFrame, metric: str, ids: pd.Index, unseen: frozenset = frozenset()
                   ) -> np.ndarray:
-    """``(n_questions, n_cells)`` values of ``metric`` (``SOURCE`` key, optional ``_seen``/``_unseen``).
+    """``(n_questions, n_cells)`` values of ``metric`` (a summary key, :func:`pipeline.metrics.metric_source`).
 
     A cell is (query language, pool language), as in :func:`pipeline.metrics.summarise`; a question
     is the ``id`` its translations share; NaN where a question lacks a cell.
     """
-    base, group = metric, None
-    for suffix in ("_unseen", "_seen"):
-        if metric.endswith(suffix):
-            base, group = metric[: -len(suffix)], suffix[1:]
-    setting, column = SOURCE[base]
+    setting, column, group = metric_source(metric)
     d = per_query[per_query["setting"] == setting]
     if group is not None:
         langs = d["query_lang"].where(d["setting"] == "multi", d["query_lang"] + "|" + d["pool_lang"])

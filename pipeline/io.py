@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -59,11 +57,6 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def write_parquet(path: str | Path, df) -> None:
     """Write a pandas DataFrame as parquet, without the index (deterministic bytes for equal frames)."""
     with atomic_path(path, ".parquet") as tmp:
@@ -73,9 +66,3 @@ def write_parquet(path: str | Path, df) -> None:
 def write_csv(path: str | Path, df) -> None:
     with atomic_path(path, ".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
-
-
-def write_npy(path: str | Path, arr: np.ndarray) -> None:
-    with atomic_path(path, ".npy") as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)

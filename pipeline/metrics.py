@@ -110,16 +110,46 @@ def _metric_name(col: str) -> str:
     return col.replace("@", "")
 
 
-def language_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per query language: mono mAP, cross mAP (mean over pool languages), multi mAP, rank distance, R@k."""
-    mono = cells[cells.setting == "mono"].set_index("query_lang")
-    cross = cells[cells.setting == "cross"].groupby("query_lang").mean(numeric_only=True)
-    multi = cells[cells.setting == "multi"].set_index("query_lang")
-    table = pd.DataFrame({
-        "mono_map": mono["ap"], "cross_map": cross["ap"], "multi_map": multi["ap"],
-        "mono_r1": mono["r@1"], "cross_r1": cross["r@1"], "multi_r10": multi["r@10"],
-        "rank_distance": multi["rank_distance"],
-    })
+def headline_metrics(recall_at=(1, 10)) -> tuple[str, ...]:
+    """The headline metric keys for the recall cut-offs ``recall_at`` (``score.recall_at``): mAP of each
+    setting, R@(smallest cut-off) for mono and cross, R@(largest) for multi, and the multi rank distance."""
+    lo, hi = min(recall_at), max(recall_at)
+    return ("mono_map", "cross_map", "multi_map", f"mono_r{lo}", f"cross_r{lo}", f"multi_r{hi}", "multi_rank_distance")
+
+
+def metric_source(key: str) -> tuple[str, str, str | None]:
+    """``(setting, per-query column, group)`` of a summary key ``{setting}_{metric}[_seen|_unseen]``:
+    ``multi_map20_seen`` -> ``("multi", "ap@20", "seen")``, ``mono_r1`` -> ``("mono", "r@1", None)``."""
+    setting, _, name = key.partition("_")
+    group = None
+    for g in ("seen", "unseen"):
+        if name.endswith("_" + g):
+            name, group = name[: -len(g) - 1], g
+    if setting not in ("mono", "cross", "multi") or not name:
+        raise ValueError(f"{key!r} is not a metric key ({{mono|cross|multi}}_{{map|mapK|rK|rank_distance}})")
+    if name == "rank_distance":
+        column = name
+    elif name == "map":
+        column = "ap"
+    elif name.startswith("map") and name[3:].isdigit():
+        column = f"ap@{name[3:]}"
+    elif name.startswith("r") and name[1:].isdigit():
+        column = f"r@{name[1:]}"
+    else:
+        raise ValueError(f"{key!r} is not a metric key ({{mono|cross|multi}}_{{map|mapK|rK|rank_distance}})")
+    return setting, column, group
+
+
+def language_table(cells: pd.DataFrame, recall_at=(1, 10)) -> pd.DataFrame:
+    """Per query language: the headline metrics (:func:`headline_metrics`); cross is the mean over pool languages."""
+    rows = {"mono": cells[cells.setting == "mono"].set_index("query_lang"),
+            "cross": cells[cells.setting == "cross"].groupby("query_lang").mean(numeric_only=True),
+            "multi": cells[cells.setting == "multi"].set_index("query_lang")}
+    table = {}
+    for key in headline_metrics(recall_at):
+        setting, column, _ = metric_source(key)
+        table["rank_distance" if column == "rank_distance" else key] = rows[setting][column]
+    table = pd.DataFrame(table)
     table.index.name = "lang"
     return table.reset_index().round(6)
 
@@ -153,4 +183,4 @@ def score(queries: pd.DataFrame, pool: pd.DataFrame, qv: np.ndarray, pv: np.ndar
     cells = cell_table(per_query)
     summary = summarise(cells, set(unseen))
     summary.update({"queries": int(len(queries)), "pool": int(len(pool)), "languages": len(langs)})
-    return summary, language_table(cells), cells, per_query
+    return summary, language_table(cells, recall_at), cells, per_query

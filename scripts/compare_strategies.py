@@ -29,15 +29,17 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.comparison import (COMPARISONS, HEADLINE, RUNS, parse_run_name, run_name, seed_question_bootstrap,
-                                 summary_table, verdicts)
+from pipeline.comparison import (COMPARISONS, RUNS, parse_run_name, run_name, seed_question_bootstrap, summary_table,
+                                 verdicts)
 from pipeline.io import write_csv, write_parquet
+from pipeline.metrics import headline_metrics, metric_source
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "scripts" / "grids.yaml"
 OUT = ROOT / "metrics" / "grids"
-# per-query columns kept for the intervals (the rest can be recomputed from the embeddings)
-PER_QUERY_COLUMNS = ["qid", "query_lang", "setting", "pool_lang", "ap", "r@1", "r@10", "rank_distance"]
+# per-query columns kept for the intervals (the rest can be recomputed from the embeddings): these and the
+# columns of the headline metrics (the recall cut-offs come from the grid's score.recall_at)
+KEY_COLUMNS = ["qid", "query_lang", "setting", "pool_lang"]
 TRAIN_COLUMNS = ["select_by", "best_step", "steps_run", "stopped_early", "dev_score"]
 
 
@@ -81,6 +83,15 @@ def dataset_of(grid: str) -> tuple[str, list[str]]:
     for name in p["index"]["datasets"]:
         unseen |= set(p["datasets"][name]["languages"]) - set(p["languages"])
     return p["index"]["datasets"][0], sorted(unseen)
+
+
+def headline_of(grid: str) -> tuple[str, ...]:
+    """The grid's headline metric keys (its ``score.recall_at`` names the recall ones)."""
+    return headline_metrics(params_for(grid, "hybrid", 0)["score"]["recall_at"])
+
+
+def per_query_columns(headline) -> list[str]:
+    return KEY_COLUMNS + list(dict.fromkeys(metric_source(m)[1] for m in headline))
 
 
 def _dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
@@ -134,12 +145,12 @@ def _experiments() -> dict[str, dict]:
     return found
 
 
-def run_record(run: str, seed: int, params: dict, train: dict, scores: dict) -> dict:
-    """One row of ``runs.csv``: who the run is, the kept step and rule, and the headline metrics."""
+def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, headline) -> dict:
+    """One row of ``runs.csv``: who the run is, the kept step and rule, and the ``headline`` metrics."""
     row = {"run": run, "seed": seed, "mode": params["sampling"]["mode"] if run != "untrained" else "none",
            "alpha": params["sampling"]["alpha"] if run == "hybrid" else None}
     row.update({k: train.get(k) for k in TRAIN_COLUMNS})
-    row.update({k: scores.get(k) for k in HEADLINE})
+    row.update({k: scores.get(k) for k in headline})
     for group in ("seen", "unseen"):
         for k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
             row[f"{k}_{group}"] = scores.get(f"{k}_{group}")
@@ -177,6 +188,7 @@ def cached_output_file(rev: str, out: str, name: str) -> Path:
 def collect(grid: str) -> Path:
     """The grid's DVC experiments -> ``metrics/grids/<grid>/`` (runs.csv, per-query.parquet)."""
     dataset, _ = dataset_of(grid)
+    headline = headline_of(grid)
     rows, per_query = [], []
     for name, exp in sorted(_experiments().items()):
         parsed = parse_run_name(name, grid)
@@ -188,9 +200,9 @@ def collect(grid: str) -> Path:
             print(f"skipping {name}: no metrics/{dataset}.json (queued, running or failed)")
             continue
         rows.append(run_record(run, seed, exp["params"], m.get("metrics/train.json", {}),
-                               m.get(f"metrics/{dataset}.json", {})))
+                               m.get(f"metrics/{dataset}.json", {}), headline))
         path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
-        per_query.append(pd.read_parquet(path)[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
+        per_query.append(pd.read_parquet(path)[per_query_columns(headline)].assign(run=run, seed=seed))
     if not rows:
         raise SystemExit(f"no experiments named {grid}-<run>-s<seed>; run `... run --grid {grid}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"
@@ -201,6 +213,7 @@ def collect_folder(grid: str, folder: Path, device: str) -> Path:
     """Results of :mod:`scripts.gpu_bundle` (one folder per run: params.yaml, train.json, <dataset>.json,
     per_query.parquet) -> the same files as :func:`collect`."""
     dataset, _ = dataset_of(grid)
+    headline = headline_of(grid)
     rows, per_query = [], []
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         parsed = parse_run_name(run_dir.name, grid)
@@ -209,8 +222,9 @@ def collect_folder(grid: str, folder: Path, device: str) -> Path:
         run, seed = parsed
         rows.append(run_record(run, seed, yaml.safe_load((run_dir / "params.yaml").read_text()),
                                json.loads((run_dir / "train.json").read_text()),
-                               json.loads((run_dir / f"{dataset}.json").read_text())))
-        per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[PER_QUERY_COLUMNS].assign(run=run, seed=seed))
+                               json.loads((run_dir / f"{dataset}.json").read_text()), headline))
+        per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[per_query_columns(headline)]
+                         .assign(run=run, seed=seed))
     return save(grid, rows, per_query, device)
 
 
@@ -222,12 +236,13 @@ def report(grid: str) -> None:
         if isinstance(pq[c].dtype, pd.CategoricalDtype):
             pq[c] = pq[c].astype(str)
     _, unseen = dataset_of(grid)
-    metrics = list(HEADLINE) + [f"{m}_{g}" for g in ("seen", "unseen") for m in
+    headline = headline_of(grid)
+    metrics = list(headline) + [f"{m}_{g}" for g in ("seen", "unseen") for m in
                                 ("mono_map", "cross_map", "multi_map", "multi_rank_distance")]
     write_csv(out / "summary.csv", summary_table(runs, [m for m in metrics if m in runs and runs[m].notna().any()]))
     tables = {run: [g.drop(columns=["run", "seed"]) for _, g in pq[pq["run"] == run].groupby("seed", sort=True)]
               for run in RUNS if run in set(pq["run"])}
-    boot_metrics = ["mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10", "multi_rank_distance"]
+    boot_metrics = list(headline)
     if unseen:
         boot_metrics += ["multi_map_unseen", "multi_map_seen"]
     parts = []

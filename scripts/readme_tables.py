@@ -23,9 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "metrics" / "grids"
 BLOCK = re.compile(r"(<!-- table (\S+) (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 NAMES = {"untrained": "untrained", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid (alpha 0.5)"}
-MAIN = [("mono_map", "mono mAP"), ("cross_map", "cross mAP"), ("multi_map", "multi mAP"), ("mono_r1", "mono R@1"),
-        ("cross_r1", "cross R@1"), ("multi_r10", "multi R@10"), ("multi_rank_distance", "rank distance")]
 GROUPS = [("mono_map", "mono"), ("cross_map", "cross"), ("multi_map", "multi"), ("multi_rank_distance", "rank dist.")]
+
+
+def label(key: str) -> str:
+    """Column heading of a metric key: ``mono_map`` -> ``mono mAP``, ``multi_r10`` -> ``multi R@10``."""
+    from pipeline.metrics import metric_source
+
+    setting, column, _ = metric_source(key)
+    if column == "rank_distance":
+        return "rank distance"
+    return f"{setting} " + (column.replace("ap", "mAP") if column.startswith("ap") else column.replace("r@", "R@"))
+
+
+def main_metrics(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(key, heading)`` of the headline metrics a grid's runs.csv holds (its recall cut-offs are the grid's)."""
+    from pipeline.metrics import metric_source
+
+    keys = []
+    for c in runs.columns:
+        try:
+            if metric_source(c)[2] is None:
+                keys.append(c)
+        except ValueError:
+            continue
+    return [(k, label(k)) for k in keys]
 
 
 def _num(v, metric: str) -> str:
@@ -44,25 +66,27 @@ def _table(head: list[str], rows: list[list]) -> str:
 
 def runs_table(grid: Path) -> str:
     runs = pd.read_csv(grid / "runs.csv")
+    main = main_metrics(runs)
     rows = []
     for _, r in runs.iterrows():
         kept = "-" if r["run"] == "untrained" else f"{int(r['best_step'])} of {int(r['steps_run'])}"
         rows.append([NAMES[r["run"]], int(r["seed"]) if r["run"] != "untrained" else "-",
                      r["select_by"] if r["run"] != "untrained" else "-", kept, _num(r["dev_score"], "")]
-                    + [_num(r[m], m) for m, _ in MAIN])
-    return _table(["run", "seed", "rule", "kept step", "dev score"] + [h for _, h in MAIN], rows)
+                    + [_num(r[m], m) for m, _ in main])
+    return _table(["run", "seed", "rule", "kept step", "dev score"] + [h for _, h in main], rows)
 
 
 def summary_table(grid: Path) -> str:
     s = pd.read_csv(grid / "summary.csv")
+    main = main_metrics(pd.read_csv(grid / "runs.csv"))
     rows = []
     for _, r in s.iterrows():
         cells = [NAMES[r["run"]], int(r["seeds"])]
-        for m, _ in MAIN:
+        for m, _ in main:
             mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_sd")
             cells.append(_num(mean, m) + ("" if pd.isna(sd) else f" ± {_num(sd, m)}"))
         rows.append(cells)
-    return _table(["run", "seeds"] + [h for _, h in MAIN], rows)
+    return _table(["run", "seeds"] + [h for _, h in main], rows)
 
 
 def groups_table(grid: Path) -> str:

@@ -1,0 +1,105 @@
+"""The scripts that make the README's result tables, on a toy grid whose every number is known.
+
+Each run's per-query table holds one value per setting (mono ``v``, cross ``v/2``, multi ``v/4``, rank
+distance ``10/v``), so every mean, standard deviation, difference and verdict has an exact expected value.
+"""
+import pandas as pd
+import pytest
+
+from pipeline.metrics import headline_metrics
+
+LANGS = ("en", "de")
+IDS = [f"q{i}" for i in range(5)]
+# run -> per-seed value v
+VALUES = {"untrained": {0: 0.3}, "xx": {1: 0.5, 2: 0.5, 3: 0.5}, "xy": {1: 0.6, 2: 0.6, 3: 0.6},
+          "hybrid": {1: 0.7, 2: 0.8, 3: 0.9}}
+
+
+def per_query(v: float) -> pd.DataFrame:
+    rows = []
+    for i in IDS:
+        for x in LANGS:
+            qid = f"{x}:{i}"
+            for y in LANGS:
+                val = v if x == y else v / 2
+                rows.append({"qid": qid, "query_lang": x, "setting": "mono" if x == y else "cross", "pool_lang": y,
+                             "ap": val, "r@1": val, "r@10": val, "rank_distance": float("nan")})
+            rows.append({"qid": qid, "query_lang": x, "setting": "multi", "pool_lang": "all", "ap": v / 4,
+                         "r@1": v / 4, "r@10": v / 4, "rank_distance": 10 / v})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def toy_grid(tmp_path, monkeypatch):
+    import scripts.compare_strategies as cs
+
+    monkeypatch.setattr(cs, "OUT", tmp_path)
+    monkeypatch.setattr(cs, "dataset_of", lambda grid: ("toy", []))
+    monkeypatch.setattr(cs, "headline_of", lambda grid: headline_metrics((1, 10)))
+    rows, tables = [], []
+    for run, seeds in VALUES.items():
+        for seed, v in seeds.items():
+            params = {"sampling": {"mode": run if run != "untrained" else "hybrid", "alpha": 0.5}}
+            train = {"select_by": "dev", "best_step": 20, "steps_run": 60, "stopped_early": False, "dev_score": v}
+            scores = {"mono_map": v, "cross_map": v / 2, "multi_map": v / 4, "mono_r1": v, "cross_r1": v / 2,
+                      "multi_r10": v / 4, "multi_rank_distance": 10 / v}
+            rows.append(cs.run_record(run, seed, params, train, scores, headline_metrics((1, 10))))
+            tables.append(per_query(v).assign(run=run, seed=seed))
+    cs.save("toy-cpu", rows, tables, "cpu")
+    cs.report("toy-cpu")
+    return tmp_path / "toy-cpu"
+
+
+def test_summary_holds_the_mean_and_sd_over_seeds(toy_grid):
+    s = pd.read_csv(toy_grid / "summary.csv").set_index("run")
+    assert s.loc["hybrid", "seeds"] == 3 and s.loc["untrained", "seeds"] == 1
+    assert s.loc["hybrid", "mono_map_mean"] == pytest.approx(0.8)
+    assert s.loc["hybrid", "mono_map_sd"] == pytest.approx(0.1)
+    assert s.loc["xy", "cross_map_mean"] == pytest.approx(0.3)
+    assert s.loc["xx", "multi_rank_distance_mean"] == pytest.approx(20.0)
+    assert s.loc["xx", "mono_map_sd"] == pytest.approx(0.0)
+
+
+def test_intervals_come_from_the_per_query_tables(toy_grid):
+    iv = pd.read_csv(toy_grid / "intervals.csv").set_index(["a_run", "b_run", "metric"])
+    # xx and xy are the same in every seed: the difference and its interval are exact
+    r = iv.loc[("xx", "xy", "cross_map")]
+    assert (r["diff"], r["low"], r["high"]) == pytest.approx((0.05, 0.05, 0.05))
+    # hybrid's seeds differ (0.7, 0.8, 0.9): the seed level widens the interval around 0.8 - 0.5
+    r = iv.loc[("xx", "hybrid", "mono_map")]
+    assert r["diff"] == pytest.approx(0.3)
+    assert 0.2 - 1e-9 <= r["low"] < 0.3 < r["high"] <= 0.4 + 1e-9
+    assert set(iv.index.get_level_values("metric")) == set(headline_metrics((1, 10)))
+
+
+def test_verdicts_follow_the_intervals(toy_grid):
+    v = pd.read_csv(toy_grid / "verdicts.csv").set_index("claim")["verdict"]
+    assert v["X-X is best on monolingual mAP"] == "fails"  # xy and hybrid beat xx on mono
+    assert v["X-Y is best on cross-lingual mAP"] == "fails"  # hybrid beats xy on cross
+    assert v["hybrid >= X-Y on multilingual mAP (margin 0.01)"] == "holds"
+    assert v["hybrid has less language bias than X-X (rank distance)"] == "holds"  # 10/0.8 < 10/0.5
+
+
+def test_readme_blocks_render_the_toy_grid_exactly(toy_grid):
+    from scripts.readme_tables import render
+
+    text = "<!-- table toy-cpu summary -->\nstale\n<!-- /table -->\n<!-- table toy-cpu runs -->\n<!-- /table -->\n"
+    out = render(text, toy_grid.parent)
+    assert "stale" not in out
+    assert ("| hybrid (alpha 0.5) | 3 | 0.800 ± 0.100 | 0.400 ± 0.050 | 0.200 ± 0.025 | 0.800 ± 0.100 "
+            "| 0.400 ± 0.050 | 0.200 ± 0.025 | 12.6 ± 1.6 |") in out
+    assert "| X-X | 2 | dev | 20 of 60 | 0.500 | 0.500 | 0.250 | 0.125 | 0.500 | 0.250 | 0.125 | 20.0 |" in out
+    assert out.count("| run | seeds | mono mAP | cross mAP | multi mAP | mono R@1 | cross R@1 | multi R@10 "
+                     "| rank distance |") == 1
+    assert render(out, toy_grid.parent) == out  # rendering is idempotent
+
+
+def test_recall_columns_follow_score_recall_at():
+    from scripts.compare_strategies import per_query_columns
+    from scripts.readme_tables import label
+
+    assert headline_metrics((100, 5, 20)) == ("mono_map", "cross_map", "multi_map", "mono_r5", "cross_r5",
+                                              "multi_r100", "multi_rank_distance")
+    assert per_query_columns(headline_metrics((5, 100)))[4:] == ["ap", "r@5", "r@100", "rank_distance"]
+    assert [label(k) for k in ("multi_r100", "cross_map20", "multi_rank_distance")] == [
+        "multi R@100", "cross mAP@20", "rank distance"]
