@@ -1,12 +1,14 @@
 # Two entry points for a fresh machine (Python 3.11): `make repro` runs the offline default
-# pipeline, `make test` runs the tests. Both create .venv from requirements.txt first.
+# pipeline, `make test` runs the lint and the tests. Both create .venv first: repro from
+# requirements.txt (runtime), test from requirements-dev.txt (runtime + pytest, ruff, matplotlib).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup repro test bench
+.PHONY: setup setup-dev repro test lint bench
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -14,12 +16,19 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
 repro: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
 
-test: setup
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
-bench: setup
-	$(PY) benchmarks/encoding_speed.py
-	$(PY) benchmarks/translation_speed.py
+bench: setup-dev
+	$(PY) -m benchmarks.encoding_speed
+	$(PY) -m benchmarks.translation_speed

@@ -13,24 +13,22 @@ batch is timed --repeats times and the fastest time kept, so background load on 
 at start and end is recorded. ``same_output_as_hf`` is the fraction of sentences whose output equals
 torch's token for token (float32 should be 1.0 or close: beam search on random weights meets near-ties).
 
-Writes metrics/translation_speed.json and prints a table. Usage: python benchmarks/translation_speed.py
+Writes metrics/translation_speed.json and prints a table. Usage: python -m benchmarks.translation_speed
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from pipeline.io import write_json
+from pipeline.translation import convert_nllb
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipeline.io import write_json  # noqa: E402
-from pipeline.translation import convert_nllb  # noqa: E402
 
 OUT_TOKENS = 32
 TARGET = "fra_Latn"
@@ -148,13 +146,13 @@ def main() -> None:
             runners[f"ctranslate2 {ct}"] = ct2_runner(translators[ct], tok, sources, beam)
         best = {name: [float("inf")] * len(groups) for name in runners}
         outputs = {name: [[] for _ in sources] for name in runners}
-        for name, run in runners.items():
+        for run in runners.values():
             run(groups[-1][:2])  # warm-up
         for _ in range(args.repeats):
             for b, idx in enumerate(groups):  # engines take turns batch by batch: background load hits all
                 for name, run in runners.items():
                     t = time.perf_counter()
-                    for i, o in zip(idx, run(idx)):
+                    for i, o in zip(idx, run(idx), strict=True):
                         outputs[name][i] = o
                     best[name][b] = min(best[name][b], time.perf_counter() - t)
         seconds = {name: sum(times) for name, times in best.items()}
@@ -164,7 +162,8 @@ def main() -> None:
                 "engine": name, "decoding": mode, "seconds": round(seconds[name], 2),
                 "sentences_per_s": round(args.sentences / seconds[name], 2),
                 "speedup_vs_hf": round(seconds["hf generate fp32"] / seconds[name], 2),
-                "same_output_as_hf": round(float(np.mean([a == b for a, b in zip(outputs[name], ref)])), 3),
+                "same_output_as_hf": round(float(np.mean([a == b for a, b in zip(outputs[name], ref, strict=True)])),
+                                           3),
                 "output_tokens": sorted({len(o) for o in outputs[name]}),
             }
             print(f"{name} {mode}: {args.sentences / seconds[name]:.2f} sentences/s", flush=True)

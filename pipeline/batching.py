@@ -105,14 +105,14 @@ class PairPool:
     _cycles: dict[str, _Cycle] = field(default_factory=dict)
 
     @classmethod
-    def from_pairs(cls, pairs: pd.DataFrame, languages: list[str], rng: np.random.Generator) -> "PairPool":
+    def from_pairs(cls, pairs: pd.DataFrame, languages: list[str], rng: np.random.Generator) -> PairPool:
         check_pairs(pairs)
         rows = pairs.loc[pairs["lang"].isin(languages)].sort_values(["pair_id", "lang"], kind="stable")
         rows = rows.reset_index(drop=True)
         pool = cls(rows, list(languages), rng)
         pool.columns = {c: rows[c].tolist() for c in ["pair_id", "lang", "question", "passage", "hard_negative"]
                         if c in rows.columns}
-        for i, (pid, lang) in enumerate(zip(rows["pair_id"].tolist(), rows["lang"].tolist())):
+        for i, (pid, lang) in enumerate(zip(rows["pair_id"].tolist(), rows["lang"].tolist(), strict=True)):
             pool.by_lang.setdefault(lang, []).append(i)
             pool.by_pair.setdefault(pid, {})[lang] = i
         return pool

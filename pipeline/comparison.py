@@ -126,7 +126,8 @@ def _lookup(intervals: pd.DataFrame, a: str, b: str, metric: str) -> pd.Series |
 
 
 def _fmt(row: pd.Series, digits: int = 3) -> str:
-    return f"{row['b_run']} - {row['a_run']} {row['diff']:+.{digits}f} [{row['low']:+.{digits}f}, {row['high']:+.{digits}f}]"
+    d = digits
+    return f"{row['b_run']} - {row['a_run']} {row['diff']:+.{d}f} [{row['low']:+.{d}f}, {row['high']:+.{d}f}]"
 
 
 def _better(rows: list[pd.Series]) -> str:

@@ -55,7 +55,7 @@ def per_query_table(queries: pd.DataFrame, langs: list[str], above: np.ndarray, 
     """
     rows = []
     lang_ix = {l: i for i, l in enumerate(langs)}
-    for q, (qid, qlang) in enumerate(zip(queries["qid"], queries["lang"])):
+    for q, (qid, qlang) in enumerate(zip(queries["qid"], queries["lang"], strict=True)):
         x = lang_ix[qlang]
         present = [l for l in range(len(langs)) if gold[q, l] >= 0]
         for y in present:  # mono (y == x) and cross (y != x): pool restricted to language y

@@ -52,7 +52,7 @@ class _Reader:
         return arr
 
 
-def _tensor_directory(r: "_Reader") -> list[tuple[str, int, int, int, int]]:
+def _tensor_directory(r: _Reader) -> list[tuple[str, int, int, int, int]]:
     """Entries ``(name, dtype, element count, absolute offset, byte count)`` of the tensor directory at ``r.pos``."""
     entries = []
     for _ in range(r.take("i")):
@@ -192,7 +192,7 @@ def build_tokenizer(f: E5File):
     def char_class(cps: list[int]) -> str:
         return "[" + "".join(f"\\x{{{cp:x}}}" if cp > 0xFF else f"\\x{cp:02x}" for cp in cps) + "]"
 
-    vocab = [(p, float(s)) for p, s in zip(f.pieces, f.scores)]
+    vocab = [(p, float(s)) for p, s in zip(f.pieces, f.scores, strict=True)]
     tok = XLMRobertaTokenizer(vocab=vocab, model_max_length=f.max_positions)
     steps = []
     if removed:
@@ -294,7 +294,8 @@ def trim_vocabulary(src: str | Path, dst: str | Path, keep: set[int] | list[int]
     offset = align(len(out) + dir_size)
     out += struct.pack("<i", len(entries))
     for name, dtype, count, data in entries:
-        out += struct.pack("<H", len(name.encode())) + name.encode() + struct.pack("<BIQQ", dtype, count, offset, len(data))
+        key = name.encode()
+        out += struct.pack("<H", len(key)) + key + struct.pack("<BIQQ", dtype, count, offset, len(data))
         offset = align(offset + len(data))
     for *_, data in entries:
         out += b"\0" * (align(len(out)) - len(out)) + data

@@ -1,7 +1,7 @@
 """The strategy comparison as DVC experiments: strategies x seeds, for one fold at one scale.
 
     python -m scripts.compare_strategies run --grid mlqa2xquad-cpu --seeds 13 14 15   # queue, run, collect, report
-    python -m scripts.compare_strategies collect --grid mlqa2xquad-cpu                # DVC experiments -> metrics/grids/
+    python -m scripts.compare_strategies collect --grid mlqa2xquad-cpu                # experiments -> metrics/grids/
     python -m scripts.compare_strategies report --grid mlqa2xquad-cpu                 # summary, intervals, verdicts
 
 A grid is ``<fold>-<scale>`` from ``scripts/grids.yaml``. ``run`` queues one experiment per strategy
@@ -29,8 +29,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.comparison import (COMPARISONS, RUNS, parse_run_name, run_name, seed_question_bootstrap, summary_table,
-                                 verdicts)
+from pipeline.comparison import (
+    COMPARISONS,
+    RUNS,
+    parse_run_name,
+    run_name,
+    seed_question_bootstrap,
+    summary_table,
+    verdicts,
+)
 from pipeline.io import write_csv, write_parquet
 from pipeline.metrics import headline_metrics, metric_source
 

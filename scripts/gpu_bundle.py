@@ -141,7 +141,8 @@ def _stage(module: str, args: list[str], params: Path, log) -> None:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], env=env, capture_output=True,
                           text=True)
-    log.write(f"$ {module} {' '.join(args)} ({time.perf_counter() - t0:.1f} s)\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}\n")
+    took = time.perf_counter() - t0
+    log.write(f"$ {module} {' '.join(args)} ({took:.1f} s)\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}\n")
     log.flush()
     if proc.returncode:
         raise RuntimeError(f"{module} failed for {params.name}:\n{proc.stderr[-2000:]}")

@@ -1,6 +1,6 @@
-from pathlib import Path
 """The asset resolver: mirror first, URL second, sha256 always, clear errors."""
 import hashlib
+from pathlib import Path
 
 import pytest
 

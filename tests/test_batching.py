@@ -1,13 +1,18 @@
 """Batch samplers on a synthetic pair table whose texts name their pair_id and language."""
 import hashlib
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.batching import (
+    BatchingError,
+    assemble,
+    batch_statistics,
+    generator,
+    hybrid_batches,
+    validation_batch_count,
+)
 from pipeline.devset import split_pairs
-from pipeline.batching import (BatchingError, assemble, batch_statistics, generator, hybrid_batches,
-                               validation_batch_count)
 from pipeline.io import write_parquet
 from pipeline.params import SamplingParams
 
@@ -58,7 +63,7 @@ def test_xy_batches_cross_languages_everywhere_and_mix_them():
     assert (b.groupby("batch_id")["query_lang"].nunique() > 1).all()
     m = b.merge(pairs, left_on=["pair_id", "passage_lang"], right_on=["pair_id", "lang"], how="left")
     assert (m["passage_x"] == m["passage_y"]).all()
-    assert set(zip(b["query_lang"], b["passage_lang"])) == {(a, c) for a in LANGS for c in LANGS if a != c}
+    assert set(zip(b["query_lang"], b["passage_lang"], strict=True)) == {(a, c) for a in LANGS for c in LANGS if a != c}
 
 
 def test_no_duplicate_pair_id_or_text_within_a_batch():
@@ -123,7 +128,8 @@ def test_assemble_is_deterministic_to_the_byte(tmp_path):
     digests = {}
     for name, seed in (("a", 13), ("b", 13), ("c", 14)):
         train, val = assemble(train_pairs, dev_pairs, LANGS, sampling, seed)
-        digests[name] = (_digest(train, tmp_path / f"{name}-train.parquet"), _digest(val, tmp_path / f"{name}-val.parquet"))
+        digests[name] = (_digest(train, tmp_path / f"{name}-train.parquet"),
+                         _digest(val, tmp_path / f"{name}-val.parquet"))
     assert digests["a"] == digests["b"]
     assert digests["a"][0] != digests["c"][0] and digests["a"][1] != digests["c"][1]
     assert list(train.columns) == ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang",

@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.comparison import (metric_matrix, parse_run_name, question_ids, run_name, seed_question_bootstrap,
-                                 summary_table, verdicts)
+from pipeline.comparison import (
+    metric_matrix,
+    parse_run_name,
+    question_ids,
+    run_name,
+    seed_question_bootstrap,
+    summary_table,
+    verdicts,
+)
 
 LANGS = ["en", "de", "el"]
 
@@ -49,7 +56,8 @@ def test_metric_matrix_groups_cells_like_the_score_stage():
 def test_a_constant_gap_gives_a_point_interval_and_seed_noise_widens_it():
     a = [per_query({"mono": 0.8, "cross": 0.5, "multi": 0.3})]
     b = [per_query({"mono": 0.7, "cross": 0.6, "multi": 0.5})]
-    res = seed_question_bootstrap(a, b, ["mono_map", "multi_map", "multi_rank_distance"], n_boot=200).set_index("metric")
+    res = seed_question_bootstrap(a, b, ["mono_map", "multi_map", "multi_rank_distance"], n_boot=200)
+    res = res.set_index("metric")
     assert res.loc["mono_map", "diff"] == pytest.approx(-0.1)
     assert res.loc["mono_map", "low"] == pytest.approx(-0.1) and res.loc["mono_map", "high"] == pytest.approx(-0.1)
     assert res.loc["multi_map", "diff"] == pytest.approx(0.2) and res.loc["multi_map", "p_le_0"] == 0
@@ -140,7 +148,8 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
     verdict = pd.read_csv(out / "verdicts.csv")
     assert verdict["claim"].str.startswith("X-X is best").any()
     # README blocks are filled from these files, and the check notices a hand edit
-    readme = f"a\n<!-- table {grid} summary -->\nSTALE\n<!-- /table -->\nb\n<!-- table {grid} verdicts -->\n<!-- /table -->\n"
+    readme = (f"a\n<!-- table {grid} summary -->\nSTALE\n<!-- /table -->\n"
+              f"b\n<!-- table {grid} verdicts -->\n<!-- /table -->\n")
     text = rt.render(readme, tmp_path / "grids")
     assert "| X-Y | 3 | 0.800 ± 0.005 | 0.710 ± 0.005 | 0.580 ± 0.005 |" in text and "STALE" not in text
     assert rt.render(text, tmp_path / "grids") == text

@@ -1,10 +1,8 @@
 """dvc.yaml stays honest: each stage lists its module and every pipeline module it imports (so DVC
 reruns a stage when its code changes), and every stage module has a stage."""
 import ast
-from pathlib import Path
 
 import yaml
-
 from conftest import ROOT
 
 
@@ -15,7 +13,10 @@ def _imports(module: str) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".")[: -node.level]
-                names = [".".join(base + [node.module])] if node.module else [".".join(base + [a.name]) for a in node.names]
+                if node.module:
+                    names = [".".join(base + [node.module])]
+                else:
+                    names = [".".join(base + [a.name]) for a in node.names]
             elif node.module and node.module.startswith("pipeline"):
                 names = [node.module]
             else:

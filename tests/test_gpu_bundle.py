@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from test_queue import tiny_params, write_lareqa
 
 

@@ -3,8 +3,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.metrics import (average_precision, average_precision_at_k, cell_table, per_query_table,
-                              rank_distance, recall_at_k, summarise)
+from pipeline.metrics import (
+    average_precision,
+    average_precision_at_k,
+    cell_table,
+    per_query_table,
+    rank_distance,
+    recall_at_k,
+    summarise,
+)
 from pipeline.retrieval import gold_ranks
 
 
@@ -51,7 +58,10 @@ def test_settings_on_a_two_language_pool():
     pool = s.T.copy()
     above = gold_ranks(q, pool, pool_lang, gold, n_langs=2)
     t = per_query_table(queries, langs, above, gold, map_cutoff=2, recall_at=(1,))
-    get = lambda qid, setting: t[(t.qid == qid) & (t.setting == setting)].iloc[0]
+
+    def get(qid, setting):
+        return t[(t.qid == qid) & (t.setting == setting)].iloc[0]
+
     assert get("en:a", "mono")["ap"] == pytest.approx(1 / 2)  # en pool: en1, en0
     assert get("en:a", "cross")["ap"] == pytest.approx(1.0)  # de pool: de0, de1
     m = get("en:a", "multi")  # full ranking en1, de0, en0, de1 -> golds at 2 and 3

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 TOPICS = [("river", "Fluss", "long", "lang"), ("cat", "Katze", "small", "klein"), ("rain", "Regen", "wet", "nass"),
@@ -30,7 +29,8 @@ PARAS = {
     },
 }
 QUESTIONS = {
-    "train": {"en": [f"How is the {e}?" for e, _, _, _ in TOPICS], "de": [f"Wie ist der {d}?" for _, d, _, _ in TOPICS]},
+    "train": {"en": [f"How is the {e}?" for e, _, _, _ in TOPICS],
+              "de": [f"Wie ist der {d}?" for _, d, _, _ in TOPICS]},
     "eval": {"en": ["How tall is the tower?", "What is bread made of?"],
              "de": ["Wie hoch ist der Turm?", "Woraus ist Brot?"]},
 }

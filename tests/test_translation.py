@@ -15,8 +15,8 @@ import pipeline.params
 from pipeline.params import TranslateParams, TranslationModelSpec, load_params
 from pipeline.translation import (
     NLLB_CODES,
-    NLLBTranslator,
     OUT_COLUMNS,
+    NLLBTranslator,
     Translator,
     build_translator,
     convert_nllb,
