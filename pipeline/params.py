@@ -17,6 +17,14 @@ PARAMS_FILE = Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 LANG_CODE = r"^[a-z]{2,3}$"
 Lang = Annotated[str, Field(pattern=LANG_CODE)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _pins_in_languages(owner: str, sha256, languages) -> None:
+    """A per-language sha256 mapping names only languages the dataset has."""
+    extra = sorted(set(sha256 or {}) - set(languages)) if isinstance(sha256, dict) else []
+    if extra:
+        raise ValueError(f"{owner}.sha256: {extra} are not in its languages {list(languages)}")
 
 
 class Section(BaseModel):
@@ -38,8 +46,14 @@ class DatasetSpec(Section):
 
     path: str
     url: str = Field(description="canonical URL template with {lang}")
+    sha256: dict[str, Sha256] | None = Field(None, description="per language: the file's sha256 (mirror and URL)")
     languages: list[Lang]
     licence: str
+
+    @model_validator(mode="after")
+    def _pins(self):
+        _pins_in_languages(f"dataset {self.path!r}", self.sha256, self.languages)
+        return self
 
 
 class ModelsParams(Section):
@@ -57,7 +71,8 @@ class SourceSpec(Section):
     type: Literal["squad", "lareqa", "hf"]
     path: str | None = Field(None, description="file or folder, relative to the mirror (squad, lareqa)")
     url: str | None = None
-    sha256: str | None = None
+    sha256: Sha256 | dict[str, Sha256] | None = Field(
+        None, description="squad: the file's sha256; lareqa: per language, each file's")
     hub_id: str | None = None
     split: str = "train"
     columns: dict[str, str] | None = Field(None, description="hf: maps question/passage/id to column names")
@@ -70,6 +85,10 @@ class SourceSpec(Section):
             raise ValueError(f"source {self.name!r}: type 'hf' needs hub_id")
         if self.type in ("squad", "lareqa") and not (self.path or self.url):
             raise ValueError(f"source {self.name!r}: type {self.type!r} needs path or url")
+        if self.sha256 is not None and isinstance(self.sha256, dict) != (self.type == "lareqa"):
+            raise ValueError(f"source {self.name!r}: sha256 is one hash for type 'squad', a per-language "
+                             f"mapping for type 'lareqa' and absent for type 'hf'")
+        _pins_in_languages(f"source {self.name!r}", self.sha256, self.languages)
         return self
 
 
@@ -314,3 +333,43 @@ def load_params(path: str | Path | None = None) -> Params:
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     return parse_params(data, str(path))
+
+
+def check_overrides(overrides: list[str], path: str | Path | None = None) -> Params:
+    """``path`` (params.yaml) with ``dvc exp run -S`` style ``overrides`` applied to a temporary copy
+    (DVC's own override code), validated; ``path`` itself is never written."""
+    import shutil
+    import tempfile
+
+    from dvc.utils.hydra import apply_overrides
+
+    path = Path(path or PARAMS_FILE)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copy(path, copy)
+        apply_overrides(str(copy), list(overrides))
+        data = yaml.safe_load(copy.read_text(encoding="utf-8")) or {}
+    return parse_params(data, f"{path} with {' '.join(overrides) or 'no overrides'}")
+
+
+def main(argv=None) -> int:
+    """``python -m pipeline.params [-S key=value ...]``: validate params.yaml (with the overrides) and exit."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Validate params.yaml, optionally with `dvc exp run -S` overrides "
+                                 "applied to a copy (params.yaml is not changed).")
+    ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--params", default=None, help="params file (default: params.yaml)")
+    args = ap.parse_args(argv)
+    try:
+        check_overrides(args.overrides, args.params)
+    except ParamsError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{args.params or PARAMS_FILE}: valid{' with ' + ' '.join(args.overrides) if args.overrides else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,3 +50,22 @@ def test_invalid_params_name_the_key(raw, edit, expected):
     with pytest.raises(ParamsError) as err:
         parse_params(d, "params.yaml")
     assert expected in str(err.value)
+
+
+def test_overrides_are_checked_on_a_copy_without_touching_params_yaml(tmp_path):
+    """``python -m pipeline.params -S ...`` validates what ``dvc exp run -S ...`` would run, and writes nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    before = (ROOT / "params.yaml").read_bytes()
+    bad = subprocess.run([sys.executable, "-m", "pipeline.params", "-S", "train.lr=-1", "-S", "sampling.mode=xz"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "train.lr: Input should be greater than 0" in bad.stderr
+    assert "sampling.mode: invalid choice 'xz'" in bad.stderr
+    good = subprocess.run([sys.executable, "-m", "pipeline.params", "-S", "sampling.mode=xy"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert (ROOT / "params.yaml").read_bytes() == before

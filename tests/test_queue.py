@@ -142,3 +142,19 @@ def test_a_missing_mirror_stops_the_train_stage_before_training(scratch_project)
     text = out.stdout + out.stderr
     assert "Running stage 'train'" in text and "step 1/" not in text and not (project / "models/trained").exists()
     assert f"not in the mirror: {(project.parent / 'mirror' / 'toy-eval' / 'de.json').resolve()}" in text, text
+
+
+def test_a_failed_experiment_and_params_yaml(scratch_project):
+    """DVC (3.67) writes ``-S`` into params.yaml before running and keeps it there when the run fails;
+    ``--temp`` runs in a copy and leaves params.yaml as it was. The README documents both."""
+    project, env = scratch_project
+    before = (project / "params.yaml").read_bytes()
+    out = dvc(project, "exp", "run", "--temp", "-S", "train.lr=-1", env=env)
+    assert out.returncode != 0
+    assert "train.lr: Input should be greater than 0" in out.stdout + out.stderr
+    assert (project / "params.yaml").read_bytes() == before
+    out = dvc(project, "exp", "run", "-S", "train.lr=-1", env=env)
+    assert out.returncode != 0 and "train.lr: Input should be greater than 0" in out.stdout + out.stderr
+    assert (project / "params.yaml").read_bytes() != before  # DVC's behaviour: the override stays
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=project, env=env, check=True)
+    assert (project / "params.yaml").read_bytes() == before
