@@ -7,8 +7,9 @@ A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table --
 ``KIND`` is ``runs`` (every experiment: seed, rule, kept step, headline metrics), ``summary`` (mean
 +- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
 of the differences) or ``verdicts`` (one line per claim of the paper); ``<!-- table all overview -->`` puts every grid's
-verdicts side by side. tests/test_readme.py runs
-the check, so a README number that disagrees with its file fails the tests.
+verdicts side by side; ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
+``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``).
+tests/test_readme.py runs the check, so a README number that disagrees with its file fails the tests.
 """
 from __future__ import annotations
 
@@ -138,6 +139,18 @@ def overview_table(grids: Path) -> str:
     return _table(["claim (paper)"] + [g.name for g in found], rows)
 
 
+def profile_table(path: Path) -> str:
+    """Wall time and peak RSS per stage of a measured ``dvc repro`` (``scripts.profile_repro``)."""
+    import json
+
+    p = json.loads(path.read_text())
+    rows = [[f"`{s['stage']}`", f"{s['wall_s']:.1f}", f"{s['peak_rss_mb']:,}"] for s in p["stages"]]
+    rows.append([f"DVC itself (`{p['command']}`, {p['cpus']} cores)", f"{p['total_s']:.1f} in all",
+                 f"{p['dvc_peak_rss_mb']:,}"])
+    rows.append(["no-op `dvc repro` afterwards", f"{p['noop_repro_s']:.1f}", ""])
+    return _table(["stage", "wall time (s)", "peak RSS (MB)"], rows)
+
+
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table}
 
@@ -147,6 +160,8 @@ def render(text: str, grids: Path = GRIDS) -> str:
         grid, kind = m.group(2), m.group(3)
         if kind == "overview":
             return m.group(1) + overview_table(grids) + "\n" + m.group(5)
+        if kind == "profile":  # <!-- table repro profile -->: metrics/repro-profile.json
+            return m.group(1) + profile_table(grids.parent / f"{grid}-profile.json") + "\n" + m.group(5)
         if kind not in KINDS:
             raise SystemExit(f"README block: unknown table kind {kind!r}; valid: {sorted(KINDS)}")
         return m.group(1) + KINDS[kind](grids / grid) + "\n" + m.group(5)
