@@ -35,6 +35,9 @@ class E5File:
     special: dict[str, int]
     normalisation: dict[int, list[int]]
     tensors: dict[str, np.ndarray] = field(repr=False)
+    # where the sections lie in the file: ``config`` (end of the model header), ``normalisation`` (start,
+    # end) and ``directory`` (the tensor entries: name, dtype, count, offset, bytes); used by trim_vocabulary
+    layout: dict = field(default_factory=dict, repr=False)
 
 
 class _Reader:
@@ -90,6 +93,7 @@ def read_e5_file(path: str | Path) -> E5File:
     hidden, layers, heads, inter, vocab, maxpos, types = r.take("7i")
     eps = r.take("f")
     r.take("i")
+    config_end = r.pos
     n = r.take("i")
     bos, eos, pad, unk = r.take("4i")
     blob_len = r.take("Q")
@@ -98,6 +102,7 @@ def read_e5_file(path: str | Path) -> E5File:
     blob = buf[r.pos : r.pos + blob_len]
     r.pos += blob_len
     pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n)]
+    norm_start = r.pos
     n_norm = r.take("i")
     r.take("I")
     norm: dict[int, list[int]] = {}
@@ -105,8 +110,9 @@ def read_e5_file(path: str | Path) -> E5File:
         cp = r.take("I")
         k = r.take("B")
         norm[cp] = [int(x) for x in r.array("u4", k)]
+    layout = {"config": config_end, "normalisation": (norm_start, r.pos), "directory": _tensor_directory(r)}
     tensors: dict[str, np.ndarray] = {}
-    for name, dtype, count, off, nbytes in _tensor_directory(r):
+    for name, dtype, count, off, nbytes in layout["directory"]:
         raw = np.frombuffer(buf, dtype=np.uint8, count=nbytes, offset=off)
         if dtype == 0:
             tensors[name] = raw.view("<f4")[:count].copy()
@@ -115,7 +121,7 @@ def read_e5_file(path: str | Path) -> E5File:
         else:
             raise ValueError(f"{path}: tensor {name!r} has unknown dtype code {dtype}")
     return E5File(hidden, layers, heads, inter, vocab, maxpos, types, eps, pieces, scores,
-                  {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, norm, tensors)
+                  {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, norm, tensors, layout)
 
 
 _LAYER_NAMES = {
@@ -241,63 +247,69 @@ def trim_vocabulary(src: str | Path, dst: str | Path, keep: set[int] | list[int]
     Returns the kept original ids in their new order (new id = position).
     """
     buf = Path(src).read_bytes()
-    f = read_e5_file(src)  # validates the file
-    r = _Reader(buf)
-    r.pos = 8
-    header = r.take("7i")
-    r.take("f")
-    r.take("i")
-    hdr_end = r.pos
-    n = r.take("i")
-    r.take("4i")
-    blob_len = r.take("Q")
-    r.array("u4", n + 1)
-    r.array("f4", n)
-    r.pos += blob_len
-    norm_start = r.pos
-    n_norm = r.take("i")
-    r.take("I")
-    for _ in range(n_norm):
-        r.take("I")
-        k = r.take("B")
-        r.pos += 4 * k
-    norm_end = r.pos
-    specials = {f.special[k] for k in ("bos", "eos", "pad", "unk")} | {len(f.pieces) - 1}  # <mask> last
-    ids = sorted(set(int(i) for i in keep) | specials)
+    f = read_e5_file(src)  # validates the file and finds its sections
+    ids = _kept_ids(f, keep)
+    norm_start, norm_end = f.layout["normalisation"]
+    out = bytearray(_header(buf, f, len(ids)))
+    out += _vocabulary(f, ids)
+    out += buf[norm_start:norm_end]  # the normalisation table, unchanged
+    out += _tensors(buf, f, ids, start=len(out))
+    Path(dst).write_bytes(bytes(out))
+    return ids
+
+
+def _kept_ids(f: E5File, keep) -> list[int]:
+    """``keep`` plus the special tokens and ``<mask>`` (the last piece), sorted; specials keep ids 0-3."""
+    specials = {f.special[k] for k in ("bos", "eos", "pad", "unk")} | {len(f.pieces) - 1}
+    ids = sorted({int(i) for i in keep} | specials)
     new_of = {old: new for new, old in enumerate(ids)}
     if any(new_of[f.special[k]] != f.special[k] for k in ("bos", "eos", "pad", "unk")):
         raise ValueError("special tokens must keep their ids 0-3")
+    return ids
+
+
+def _header(buf: bytes, f: E5File, vocab: int) -> bytes:
+    """Magic, version and model header with the new vocabulary size; eps and flag as in the source."""
+    end = f.layout["config"]
+    return (buf[:8] + struct.pack("<7i", f.hidden, f.layers, f.heads, f.intermediate, vocab, f.max_positions,
+                                  f.type_vocab) + buf[end - 8 : end])
+
+
+def _vocabulary(f: E5File, ids: list[int]) -> bytes:
+    """The tokenizer section for the kept pieces: count, special ids, blob size, offsets, scores, blob."""
     pieces = [f.pieces[i].encode("utf-8") for i in ids]
     offsets = np.zeros(len(ids) + 1, dtype="<u4")
     offsets[1:] = np.cumsum([len(p) for p in pieces])
-    out = bytearray(buf[:8])
-    hidden = header[0]
-    out += struct.pack("<7i", header[0], header[1], header[2], header[3], len(ids), header[5], header[6])
-    out += buf[hdr_end - 8 : hdr_end]  # eps + flag
-    out += struct.pack("<i4iQ", len(ids), f.special["bos"], f.special["eos"], f.special["pad"], f.special["unk"],
+    head = struct.pack("<i4iQ", len(ids), f.special["bos"], f.special["eos"], f.special["pad"], f.special["unk"],
                        int(offsets[-1]))
-    out += offsets.tobytes() + f.scores[ids].astype("<f4").tobytes() + b"".join(pieces)
-    out += buf[norm_start:norm_end]
-    # tensor directory: re-read entries, then lay the data out after the directory
+    return head + offsets.tobytes() + f.scores[ids].astype("<f4").tobytes() + b"".join(pieces)
+
+
+def _align(x: int) -> int:
+    return (x + 63) // 64 * 64  # tensor data is 64-byte aligned, as in the source
+
+
+def _tensors(buf: bytes, f: E5File, ids: list[int], start: int) -> bytes:
+    """The tensor directory and data, with the word-embedding rows of ``ids`` only; ``start`` is the
+    file offset the directory begins at (the data offsets are absolute)."""
     entries = []
-    for name, dtype, count, off, nbytes in _tensor_directory(r):
+    for name, dtype, count, off, nbytes in f.layout["directory"]:
         data = buf[off : off + nbytes]
         if name == "emb.word":
             row = nbytes // f.vocab
-            if dtype != 1 or row * f.vocab != nbytes or row != hidden // 32 * 18:
+            if dtype != 1 or row * f.vocab != nbytes or row != f.hidden // 32 * 18:
                 raise ValueError("emb.word rows are not whole 4-bit blocks; cannot trim")
             data = b"".join(data[i * row : (i + 1) * row] for i in ids)
-            count = len(ids) * hidden
+            count = len(ids) * f.hidden
         entries.append((name, dtype, count, data))
     dir_size = 4 + sum(2 + len(nm.encode()) + 1 + 4 + 16 for nm, *_ in entries)
-    align = lambda x: (x + 63) // 64 * 64  # noqa: E731  (tensor data 64-byte aligned, as in the source)
-    offset = align(len(out) + dir_size)
-    out += struct.pack("<i", len(entries))
+    out = bytearray(struct.pack("<i", len(entries)))
+    offset = _align(start + dir_size)
     for name, dtype, count, data in entries:
         key = name.encode()
         out += struct.pack("<H", len(key)) + key + struct.pack("<BIQQ", dtype, count, offset, len(data))
-        offset = align(offset + len(data))
+        offset = _align(offset + len(data))
     for *_, data in entries:
-        out += b"\0" * (align(len(out)) - len(out)) + data
-    Path(dst).write_bytes(bytes(out))
-    return ids
+        pos = start + len(out)
+        out += b"\0" * (_align(pos) - pos) + data
+    return bytes(out)
