@@ -12,20 +12,27 @@ Files are SQuAD v1.1 JSON with ``sentences`` and ``sentence_breaks`` (character 
   the next begins, which the half-open rule gives to the next sentence).
 * In the multilingual setting every language's gold sentence of the same question ``id`` is relevant.
 
+Every file is checked record by record before anything is returned, with the same rules as the
+training sources (:mod:`pipeline.sources`; table and error texts in ``docs/data-rules.md``): UTF-8
+(a byte-order mark is accepted), ``sentence_breaks`` inside the context, ordered and not
+overlapping, question ids unique in a file, no blank question or answer sentence.
+
 Candidate ids are ``{lang}:{article}:{paragraph}:{sentence}``; query ids ``{lang}:{id}``.
 """
 from __future__ import annotations
 
 import bisect
-import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from .errors import DataError, field, read_json
+from .normalize import is_blank
 
-class DataError(ValueError):
-    """Malformed input; the message names the file, the record and the field."""
+__all__ = ["DataError", "LAReQA", "check_breaks", "dataset_files", "fetch_data_file", "gold_sentence",
+           "load_lareqa", "parse_file"]
 
 
 @dataclass
@@ -46,15 +53,6 @@ class LAReQA:
         return self.queries.groupby("id", sort=False)["gold"].apply(list).to_dict()
 
 
-def _field(obj: dict, key: str, where: str, kind: type | tuple):
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{where}: missing field {key!r}")
-    val = obj[key]
-    if not isinstance(val, kind):
-        raise DataError(f"{where}: field {key!r} should be {getattr(kind, '__name__', kind)}, got {type(val).__name__}")
-    return val
-
-
 def gold_sentence(breaks: list[list[int]], answer_start: int) -> tuple[int, bool]:
     """Index of the sentence holding ``answer_start`` and whether it fell in a gap (see module doc)."""
     starts = [b for b, _ in breaks]
@@ -64,44 +62,96 @@ def gold_sentence(breaks: list[list[int]], answer_start: int) -> tuple[int, bool
     return min(i + 1, len(breaks) - 1), True
 
 
+def check_breaks(breaks, context: str, where: str) -> list[list[int]]:
+    """``sentence_breaks`` validated against ``context``: a non-empty list of integer ``[start, end)``
+    spans, each non-empty and inside the context, in order and not overlapping."""
+    if not isinstance(breaks, list) or not breaks:
+        raise DataError(f"{where}: field 'sentence_breaks' should be a non-empty list of [start, end] spans")
+    prev = 0
+    for i, span in enumerate(breaks):
+        if not (isinstance(span, list) and len(span) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in span)):
+            raise DataError(f"{where}: field 'sentence_breaks'[{i}] should be [start, end] integers, got {span!r}")
+        a, b = span
+        if not 0 <= a < b <= len(context):
+            raise DataError(f"{where}: field 'sentence_breaks'[{i}] {span} is not a non-empty span inside the "
+                            f"context (length {len(context)})")
+        if a < prev:
+            raise DataError(f"{where}: field 'sentence_breaks'[{i}] {span} starts before the previous span ends "
+                            f"({prev}): spans must be ordered and must not overlap")
+        prev = b
+    return breaks
+
+
+def answer_start(qa: dict, context: str, qwhere: str, qid) -> int:
+    """``answers[0].answer_start``, an int inside ``context``."""
+    start = field(qa["answers"][0], "answer_start", f"{qwhere}.answers[0]", int)
+    if not 0 <= start < len(context):
+        raise DataError(f"{qwhere} (id {qid}): field 'answer_start' {start} outside the context")
+    return start
+
+
+def check_question(question: str, qwhere: str, qid) -> str:
+    """A question that is blank once normalised (:func:`pipeline.normalize.is_blank`) is an error."""
+    if is_blank(question):
+        raise DataError(f"{qwhere} (id {qid}): field 'question' is blank")
+    return question
+
+
+def check_answer_sentence(text, s: int, where: str, qwhere: str, qid) -> str:
+    """The gold (answer) sentence ``s`` of a question: a string, not blank once normalised."""
+    if not isinstance(text, str):
+        raise DataError(f"{where}.sentences[{s}]: should be str, got {type(text).__name__}")
+    if is_blank(text):
+        raise DataError(f"{qwhere} (id {qid}): the answer sentence ({where.split(': ', 1)[-1]}.sentences[{s}]) "
+                        f"is blank")
+    return text
+
+
+def check_unique_id(seen: dict, qid, qwhere: str, path) -> None:
+    """Question ids are unique within a file: a repeat names both records."""
+    key = str(qid)
+    if key in seen:
+        raise DataError(f"{qwhere}: field 'id' {qid!r} repeats the question at {seen[key]} "
+                        f"(question ids must be unique in {Path(path).name})")
+    seen[key] = qwhere.split(": ", 1)[-1]
+
+
 def parse_file(path: str | Path, lang: str) -> tuple[list[dict], list[dict], int]:
     """Queries and candidates of one language file, validated record by record."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON: {err}") from None
-    articles = _field(doc, "data", str(path), list)
-    queries, pool, gaps = [], [], 0
+    articles = field(read_json(path), "data", str(path), list)
+    queries, pool, gaps, seen = [], [], 0, {}
     for a, art in enumerate(articles):
-        paragraphs = _field(art, "paragraphs", f"{path}: data[{a}]", list)
+        paragraphs = field(art, "paragraphs", f"{path}: data[{a}]", list)
         for p, par in enumerate(paragraphs):
             where = f"{path}: data[{a}].paragraphs[{p}]"
-            context = _field(par, "context", where, str)
-            sentences = _field(par, "sentences", where, list)
-            breaks = _field(par, "sentence_breaks", where, list)
-            if len(sentences) != len(breaks) or not sentences:
-                raise DataError(f"{where}: field 'sentence_breaks' has {len(breaks)} spans for {len(sentences)} sentences")
-            for s, (text, span) in enumerate(zip(sentences, breaks)):
-                if not isinstance(text, str) or not (isinstance(span, list) and len(span) == 2):
-                    raise DataError(f"{where}.sentences[{s}]: expected a string with a [start, end] span")
+            context = field(par, "context", where, str)
+            sentences = field(par, "sentences", where, list)
+            breaks = check_breaks(field(par, "sentence_breaks", where, list), context, where)
+            if len(sentences) != len(breaks):
+                raise DataError(f"{where}: field 'sentence_breaks' has {len(breaks)} spans for "
+                                f"{len(sentences)} sentences")
+            for s, text in enumerate(sentences):
+                if not isinstance(text, str):
+                    raise DataError(f"{where}.sentences[{s}]: should be str, got {type(text).__name__}")
                 pool.append({"cand_id": f"{lang}:{a}:{p}:{s}", "lang": lang, "text": text, "context": context})
-            for q, qa in enumerate(_field(par, "qas", where, list)):
+            for q, qa in enumerate(field(par, "qas", where, list)):
                 qwhere = f"{where}.qas[{q}]"
-                qid = _field(qa, "id", qwhere, str)
-                question = _field(qa, "question", qwhere, str)
-                answers = _field(qa, "answers", qwhere, list)
-                if not answers:
+                qid = field(qa, "id", qwhere, str)
+                check_unique_id(seen, qid, qwhere, path)
+                question = check_question(field(qa, "question", qwhere, str), qwhere, qid)
+                if not field(qa, "answers", qwhere, list):
                     raise DataError(f"{qwhere} (id {qid}): field 'answers' is empty")
-                start = _field(answers[0], "answer_start", f"{qwhere}.answers[0]", int)
-                if not 0 <= start < len(context):
-                    raise DataError(f"{qwhere} (id {qid}): field 'answer_start' {start} outside the context")
-                s, gap = gold_sentence(breaks, start)
+                s, gap = gold_sentence(breaks, answer_start(qa, context, qwhere, qid))
+                check_answer_sentence(sentences[s], s, where, qwhere, qid)
                 gaps += gap
                 queries.append({
                     "qid": f"{lang}:{qid}", "id": qid, "lang": lang, "text": question,
-                    "gold": f"{lang}:{a}:{p}:{s}", "answer": answers[0].get("text", ""),
+                    "gold": f"{lang}:{a}:{p}:{s}", "answer": qa["answers"][0].get("text", ""),
                 })
+    if not queries:
+        raise DataError(f"{path}: no questions (field 'data' holds no paragraph with 'qas')")
     return queries, pool, gaps
 
 
@@ -114,17 +164,33 @@ def load_lareqa(name: str, files: dict[str, str | Path]) -> LAReQA:
         pool += c
         gaps += g
     qdf = pd.DataFrame(queries, columns=["qid", "id", "lang", "text", "gold", "answer"])
-    dup = qdf["qid"].duplicated()
-    if dup.any():
-        raise DataError(f"{name}: question id {qdf.loc[dup, 'qid'].iloc[0]!r} occurs twice in one language")
     return LAReQA(name, qdf, pd.DataFrame(pool, columns=["cand_id", "lang", "text", "context"]), gaps)
 
 
-def dataset_files(spec, mirror: str | Path) -> dict[str, Path]:
-    """Resolve a ``DatasetSpec`` (params.datasets.*) to local files: mirror first, canonical URL second."""
+def fetch_data_file(name: str, mirror_path: str | None, url: str | None, sha256: str | None, mirror: str | Path,
+                    pin_key: str) -> Path:
+    """A data file: the mirror copy (checked against ``sha256`` when given), else a download of ``url``,
+    which must be pinned by ``sha256`` (``pin_key`` names where in params.yaml).
+
+    A file missing from the mirror is reported on stderr, with the path tried, before the download.
+    """
     from .assets import Asset, fetch
 
-    return {
-        lang: fetch(Asset(f"{spec.path}/{lang}.json", f"{spec.path}/{lang}.json", spec.url.format(lang=lang)), mirror)
-        for lang in spec.languages
-    }
+    local = Path(mirror) / mirror_path if mirror_path else None
+    if local is not None and not local.exists() and url:
+        if not sha256:
+            raise DataError(f"{name}: not in the mirror ({local} is missing), and {url} is not pinned: "
+                            f"add its sha256 to params.yaml {pin_key}")
+        print(f"{name}: not in the mirror: {local} is missing; downloading {url} (sha256 {sha256[:12]}...)",
+              file=sys.stderr)
+    if local is None and url and not sha256:
+        raise DataError(f"{name}: {url} is not pinned: add its sha256 to params.yaml {pin_key}")
+    return fetch(Asset(name, mirror_path, url, sha256), mirror)
+
+
+def dataset_files(spec, mirror: str | Path) -> dict[str, Path]:
+    """Resolve a ``DatasetSpec`` (params.datasets.*) to local files: mirror first, pinned URL second."""
+    sha, name = spec.sha256 or {}, Path(spec.path).name
+    return {lang: fetch_data_file(f"{spec.path}/{lang}.json", f"{spec.path}/{lang}.json", spec.url.format(lang=lang),
+                                  sha.get(lang), mirror, f"datasets.{name}.sha256.{lang}")
+            for lang in spec.languages}

@@ -8,7 +8,7 @@ reason                      rule
 ==========================  ===========================================================================
 ``empty``                   question or passage is empty once normalised (only whitespace/punctuation)
 ``copy_question``           the question equals the English question after
-``copy_passage``            :func:`pipeline.sources.normalize` (same for the passage); never for English
+``copy_passage``            :func:`pipeline.normalize.normalize` (same for the passage); never for English
 ``length_ratio_question``   effective length (:func:`effective_length`) of the translation over the
 ``length_ratio_passage``    English original's lies outside ``[min_length_ratio, max_length_ratio]``
 ``langid_question``         py3langid's label for the text is not the target language or one of its
@@ -32,12 +32,16 @@ English character count; no parallel ja/ko data is available offline to calibrat
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from .lareqa import DataError
-from .sources import PAIR_COLUMNS, SOURCE_LANG, normalize
+from .errors import DataError
+from .normalize import normalize
+from .schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
 
 REASONS = [
     "empty", "copy_question", "copy_passage", "length_ratio_question", "length_ratio_passage",
@@ -47,7 +51,6 @@ QUALITY_COLUMNS = [
     "length_ratio_question", "length_ratio_passage", "langid_question", "langid_passage",
     "roundtrip_chrf_question", "roundtrip_chrf_passage",
 ]
-SOURCE_COLUMNS = ["src_question", "src_passage"]
 
 #: py3langid is unreliable on very short strings (a name, a number, "Warum?"): below this many
 #: characters (after stripping) the language check is skipped.
@@ -175,33 +178,37 @@ def roundtrip_reasons(chrf_question: float, chrf_passage: float, min_chrf: float
     return out
 
 
-def back_translate(translator, texts: list[str]) -> list[str]:
-    """``translator.translate`` over the distinct texts, mapped back onto ``texts``."""
+def back_translate(translator, texts: list[str], resume: Resume | None = None) -> list[str]:
+    """``translator.translate`` over the distinct texts, mapped back onto ``texts``; with ``resume``,
+    chunk by chunk through :func:`pipeline.translation.translate_resumable`, so a rerun after a kill
+    reuses the finished chunks."""
     unique = list(dict.fromkeys(texts))
-    out = translator.translate(unique) if unique else []
+    if resume is not None and unique:
+        from .translation import translate_resumable
+
+        out = translate_resumable(unique, translator, resume.work_dir, resume.chunk_size, resume.fingerprint)
+    else:
+        out = translator.translate(unique) if unique else []
     if len(out) != len(unique):
         raise RuntimeError(f"back-translation returned {len(out)} texts for {len(unique)}")
-    mapping = dict(zip(unique, out))
+    mapping = dict(zip(unique, out, strict=True))
     return [mapping[t] for t in texts]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where one language's back-translation keeps its finished chunks (``work_dir``), how many texts a
+    chunk holds, and the fingerprint (model and decoding settings) a reused chunk must match."""
+
+    work_dir: Path
+    chunk_size: int
+    fingerprint: str = ""
 
 
 # --------------------------------------------------------------------------- all rules together
 
-def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply every rule to ``df``; return ``(kept, rejected)``.
-
-    ``df`` has :data:`pipeline.sources.PAIR_COLUMNS` plus ``src_question``/``src_passage`` (the
-    English original; may be null on English rows). ``settings`` is a ``FilterParams``
-    (``params.filter``); ``translators`` maps a language to an object with
-    ``translate(list[str]) -> list[str]`` into English, and must cover every language of ``df``
-    listed in ``settings.roundtrip``.
-
-    ``kept`` has the pair columns plus :data:`QUALITY_COLUMNS`; ``rejected`` has also the source
-    columns, the back-translations (``roundtrip_question``, ``roundtrip_passage``) and
-    ``reasons``: the rejecting rules, ``;``-joined in :data:`REASONS` order. Row order is kept.
-    """
-    translators = dict(translators or {})
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with a fresh index, the source columns (null where absent) and a string context."""
     missing = [c for c in PAIR_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"filter input: missing columns {missing}")
@@ -210,9 +217,12 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
         if col not in df.columns:
             df[col] = None
     df["context"] = df["context"].astype("str")  # a string column even when every context is null
-    n = len(df)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    quality = {c: [None] * n if c.startswith("langid") else [math.nan] * n for c in QUALITY_COLUMNS}
+    return df
+
+
+def _cheap_rules(df: pd.DataFrame, settings, quality: dict[str, list]) -> list[list[str]]:
+    """Per row, the reasons of the empty, copy, length and langid rules; fills ``quality``."""
+    reasons: list[list[str]] = []
     known: dict[str, bool] = {}
     for i, row in enumerate(df.itertuples(index=False)):
         q, p, lang = _str(row.question), _str(row.passage), row.lang
@@ -233,8 +243,15 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
                     dq, dp = detect_language(q), detect_language(p)
                     quality["langid_question"][i], quality["langid_passage"][i] = dq, dp
                     r += langid_reasons(dq, dp, lang)
-        reasons[i] = r
+        reasons.append(r)
+    return reasons
 
+
+def _roundtrip_rule(df: pd.DataFrame, settings, translators: Mapping[str, Any], reasons: list[list[str]],
+                    quality: dict[str, list], resume: Mapping[str, Resume]) -> dict[str, list]:
+    """Back-translate the rows that passed the cheap rules in the ``settings.roundtrip`` languages and
+    add the round-trip reasons; fills ``quality`` and returns the back-translations by column."""
+    n = len(df)
     back = {"roundtrip_question": [None] * n, "roundtrip_passage": [None] * n}
     for lang in sorted(set(df["lang"]) & set(settings.roundtrip)):
         if lang == SOURCE_LANG:
@@ -245,14 +262,19 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
         if not rows:
             continue
         texts = [_str(df.at[i, "question"]) for i in rows] + [_str(df.at[i, "passage"]) for i in rows]
-        out = back_translate(translators[lang], texts)
+        out = back_translate(translators[lang], texts, resume.get(lang))
         for k, i in enumerate(rows):
             bq, bp = out[k], out[len(rows) + k]
             cq, cp = chrf(bq, _str(df.at[i, "src_question"])), chrf(bp, _str(df.at[i, "src_passage"]))
             back["roundtrip_question"][i], back["roundtrip_passage"][i] = bq, bp
             quality["roundtrip_chrf_question"][i], quality["roundtrip_chrf_passage"][i] = cq, cp
             reasons[i] += roundtrip_reasons(cq, cp, settings.min_chrf)
+    return back
 
+
+def _split(df: pd.DataFrame, reasons: list[list[str]], quality: dict[str, list], back: dict[str, list]
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(kept, rejected)`` frames with the measured columns and the ``;``-joined reasons."""
     for col, values in quality.items():
         df[col] = pd.Series(values, dtype="float64" if not col.startswith("langid") else "str")
     for col, values in back.items():
@@ -265,6 +287,29 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
     return kept, rejected.reset_index(drop=True)
 
 
+def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | None = None,
+                 resume: Mapping[str, Resume] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply every rule to ``df``; return ``(kept, rejected)``.
+
+    ``df`` has :data:`pipeline.schema.PAIR_COLUMNS` plus ``src_question``/``src_passage`` (the
+    English original; may be null on English rows). ``settings`` is a ``FilterParams``
+    (``params.filter``); ``translators`` maps a language to an object with
+    ``translate(list[str]) -> list[str]`` into English, and must cover every language of ``df``
+    listed in ``settings.roundtrip``. ``resume`` maps a language to where its back-translation keeps
+    finished chunks (:class:`Resume`); without it the round trip is one call, kept in memory only.
+
+    ``kept`` has the pair columns plus :data:`QUALITY_COLUMNS`; ``rejected`` has also the source
+    columns, the back-translations (``roundtrip_question``, ``roundtrip_passage``) and
+    ``reasons``: the rejecting rules, ``;``-joined in :data:`REASONS` order. Row order is kept.
+    """
+    df = _prepare(df)
+    n = len(df)
+    quality = {c: [None] * n if c.startswith("langid") else [math.nan] * n for c in QUALITY_COLUMNS}
+    reasons = _cheap_rules(df, settings, quality)
+    back = _roundtrip_rule(df, settings, dict(translators or {}), reasons, quality, dict(resume or {}))
+    return _split(df, reasons, quality, back)
+
+
 def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
     """How many rejected rows name each reason (a row with two reasons counts for both)."""
     counts = dict.fromkeys(REASONS, 0)
@@ -274,14 +319,31 @@ def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
+def roundtrip_resume(params, langs, work_dir: str | Path) -> dict[str, Resume]:
+    """Per round-trip language of ``langs``: its chunk folder ``work_dir/<lang>`` and a fingerprint of
+    the direction, the model and the decoding settings (as the translate stage fingerprints its own), so
+    a chunk left by another model or setting is translated again, never reused."""
+    import json
+
+    out = {}
+    for lang in sorted(set(langs) & set(params.filter.roundtrip)):
+        if lang == SOURCE_LANG:
+            continue
+        key = params.filter.roundtrip[lang].model
+        fingerprint = json.dumps({"direction": f"{lang}->{SOURCE_LANG}",
+                                  "model": params.translate.models[key].model_dump(),
+                                  "settings": params.translate.model_dump(exclude={"targets", "models"})},
+                                 sort_keys=True)
+        out[lang] = Resume(Path(work_dir) / lang, params.translate.chunk_size, fingerprint)
+    return out
+
+
 def roundtrip_translators(params, langs, cache_dir=None, progress: bool = False) -> dict[str, Any]:
     """Back-translators into English for the languages of ``langs`` that ``params.filter.roundtrip`` lists.
 
     Each model is prepared under ``cache_dir / <model key>`` (default: the asset cache's
     ``translation/`` folder, the one the translate stage uses).
     """
-    from pathlib import Path
-
     from .assets import cache_root
     from .translation import build_translator
 

@@ -1,78 +1,66 @@
 """English QA sets turned into training *pairs*, cleaned and kept apart from the evaluation sets.
 
 A pair is one question and its answer passage, the sentence that holds the answer. Every loader
-returns a frame with :data:`PAIR_COLUMNS`:
-
-=========  ===================================================================================
-pair_id    ``sha1(source + "\\x1f" + original question id)[:16]``: the same in every run and in
-           every language, so a question's translations share its id
-source     the source's name (``gather.sources[*].name``)
-lang       ISO 639 code; English rows are the source pairs
-question   the question
-passage    the answer sentence
-context    the paragraph holding the answer when ``with_context`` is set, else null
-system     ``source`` for the English original, ``reference`` for a human translation the source
-           itself carries (LAReQA folders)
-=========  ===================================================================================
+returns a frame with :data:`pipeline.schema.PAIR_COLUMNS` (described there).
 
 Loaders, by ``SourceSpec.type``:
 
 * ``squad``: SQuAD v1.1 / v2.0 JSON. Unanswerable questions (``is_impossible`` or no answers) are
   dropped and counted. The answer sentence is the one holding ``answers[0].answer_start``, by the
-  file's ``sentence_breaks`` when present, otherwise by :func:`split_sentences`; an answer that
-  starts between two sentences goes to the following one (:func:`pipeline.lareqa.gold_sentence`).
+  file's ``sentence_breaks`` when present (validated like the evaluation files'), otherwise by
+  :func:`split_sentences`; an answer that starts between two sentences goes to the following one
+  (:func:`pipeline.lareqa.gold_sentence`).
 * ``lareqa``: a LAReQA folder (``{lang}.json``), read by :func:`pipeline.lareqa.parse_file`; the
   English rows are the pairs, the other languages' rows with the same question ``id`` are their
   human translations. A translated question without an English original is dropped and counted.
 * ``hf``: a Hugging Face dataset (``datasets.load_dataset(hub_id, split=split)``) with a
   ``columns`` mapping; ``hub_id`` may also be a local folder written by ``save_to_disk`` or a local
-  ``.json``/``.jsonl``/``.csv``/``.parquet`` file.
+  ``.json``/``.jsonl``/``.csv``/``.parquet`` file. A repeated id (WikiQA-style: several answers to one
+  question) keeps its first pair; the later ones are dropped and counted (``duplicate_id``).
 
-Then :func:`clean_pairs` drops empty and duplicate pairs and :func:`apply_leakage_guard` drops every
-pair whose question or passage also occurs, after :func:`normalize`, in an evaluation set.
-Malformed input raises :class:`pipeline.lareqa.DataError` naming the file, the record and the field.
+Every file loader applies the evaluation loader's rules (``docs/data-rules.md``): UTF-8 with an
+optional byte-order mark, valid ``sentence_breaks``, question ids unique in a file, no blank question
+or answer sentence. Malformed input raises :class:`pipeline.errors.DataError` naming the file, the
+record and the field. Then :func:`clean_pairs` drops empty and duplicate pairs and
+:func:`apply_leakage_guard` drops every pair whose question or passage also occurs, after
+:func:`pipeline.normalize.normalize`, in an evaluation set.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
-from .lareqa import DataError, LAReQA, gold_sentence, parse_file
+from .errors import DataError, field, read_json, read_text
+from .lareqa import (
+    LAReQA,
+    answer_start,
+    check_answer_sentence,
+    check_breaks,
+    check_question,
+    check_unique_id,
+    fetch_data_file,
+    gold_sentence,
+    parse_file,
+)
+from .normalize import is_blank, normalize
+from .schema import PAIR_COLUMNS, SOURCE_LANG
 from .text import sentence_spans
 
-PAIR_COLUMNS = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
-SOURCE_LANG = "en"
 HF_COLUMN_KEYS = {"question", "passage", "id", "context", "label"}
 
 
-# --------------------------------------------------------------------------- text helpers
+# --------------------------------------------------------------------------- helpers
 
 def pair_id(source: str, qid: str) -> str:
     """Stable id of a source question: the same across runs and languages."""
-    return hashlib.sha1(f"{source}\x1f{qid}".encode("utf-8")).hexdigest()[:16]
-
-
-def _is_edge(ch: str) -> bool:
-    return ch.isspace() or unicodedata.category(ch).startswith("P")
-
-
-def normalize(text: str | None) -> str:
-    """Comparison key: Unicode NFKC, casefold, whitespace collapsed, punctuation stripped at both ends."""
-    if not isinstance(text, str):
-        return ""
-    text = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-    start, end = 0, len(text)
-    while start < end and _is_edge(text[start]):
-        start += 1
-    while end > start and _is_edge(text[end - 1]):
-        end -= 1
-    return text[start:end]
+    return hashlib.sha1(f"{source}\x1f{qid}".encode()).hexdigest()[:16]
 
 
 def split_sentences(text: str) -> list[list[int]]:
@@ -87,16 +75,6 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def _unique_ids(ids: Iterable[str]) -> list[str]:
-    """Repeated ids get ``#2``, ``#3``, ... (in order), so every pair has its own pair_id."""
-    seen: dict[str, int] = {}
-    out = []
-    for i in ids:
-        seen[i] = seen.get(i, 0) + 1
-        out.append(i if seen[i] == 1 else f"{i}#{seen[i]}")
-    return out
-
-
 @dataclass
 class SourcePairs:
     """The pairs of one source, with what the statistics report about it."""
@@ -106,70 +84,50 @@ class SourcePairs:
     licence: str
     location: str
     pairs: pd.DataFrame
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count (unanswerable, no_source)
+    dropped: dict[str, int] = dataclass_field(default_factory=dict)  # reason -> count (unanswerable, no_source, ...)
 
 
 # --------------------------------------------------------------------------- loaders
 
-def _json(path: Path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON: {err}") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text: {err}") from None
-
-
-def _field(obj, key: str, where: str, kind):
-    if not isinstance(obj, dict) or key not in obj:
-        raise DataError(f"{where}: missing field {key!r}")
-    val = obj[key]
-    if not isinstance(val, kind):
-        name = getattr(kind, "__name__", " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind)
-        raise DataError(f"{where}: field {key!r} should be {name}, got {type(val).__name__}")
-    return val
+def _squad_sentences(par: dict, context: str, where: str) -> tuple[list[list[int]], list]:
+    """Spans and texts of a paragraph's sentences: the file's (validated) or the splitter's."""
+    if "sentence_breaks" not in par:
+        breaks = split_sentences(context)
+        return breaks, [context[s:e] for s, e in breaks]
+    breaks = check_breaks(field(par, "sentence_breaks", where, list), context, where)
+    sentences = par.get("sentences")
+    if sentences is not None and (not isinstance(sentences, list) or len(sentences) != len(breaks)):
+        raise DataError(f"{where}: field 'sentences' does not match 'sentence_breaks' "
+                        f"({len(breaks)} spans)")
+    return breaks, sentences or [context[s:e] for s, e in breaks]
 
 
 def load_squad(path: str | Path, source: str, with_context: bool = False) -> tuple[pd.DataFrame, int]:
     """English pairs of a SQuAD v1.1/v2.0 file and the number of unanswerable questions dropped."""
     path = Path(path)
-    articles = _field(_json(path), "data", str(path), list)
-    rows, unanswerable = [], 0
+    articles = field(read_json(path), "data", str(path), list)
+    rows, unanswerable, seen = [], 0, {}
     for a, art in enumerate(articles):
-        for p, par in enumerate(_field(art, "paragraphs", f"{path}: data[{a}]", list)):
+        for p, par in enumerate(field(art, "paragraphs", f"{path}: data[{a}]", list)):
             where = f"{path}: data[{a}].paragraphs[{p}]"
-            context = _field(par, "context", where, str)
-            if "sentence_breaks" in par:
-                breaks = _field(par, "sentence_breaks", where, list)
-                if not breaks or not all(isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) for x in s)
-                                         for s in breaks):
-                    raise DataError(f"{where}: field 'sentence_breaks' should be a non-empty list of [start, end]")
-                sentences = par.get("sentences")
-                if sentences is not None and (not isinstance(sentences, list) or len(sentences) != len(breaks)):
-                    raise DataError(f"{where}: field 'sentences' does not match 'sentence_breaks'")
-                texts = sentences or [context[s:e] for s, e in breaks]
-            else:
-                breaks = split_sentences(context)
-                texts = [context[s:e] for s, e in breaks]
-            for q, qa in enumerate(_field(par, "qas", where, list)):
+            context = field(par, "context", where, str)
+            breaks, texts = _squad_sentences(par, context, where)
+            for q, qa in enumerate(field(par, "qas", where, list)):
                 qwhere = f"{where}.qas[{q}]"
-                qid = _field(qa, "id", qwhere, (str, int))
-                question = _field(qa, "question", qwhere, str)
+                qid = field(qa, "id", qwhere, (str, int))
+                check_unique_id(seen, qid, qwhere, path)
+                question = field(qa, "question", qwhere, str)
                 impossible = qa.get("is_impossible", False)
                 if not isinstance(impossible, bool):
                     raise DataError(f"{qwhere} (id {qid}): field 'is_impossible' should be bool")
-                answers = _field(qa, "answers", qwhere, list)
-                if impossible or not answers:
+                if impossible or not field(qa, "answers", qwhere, list):
                     unanswerable += 1
                     continue
-                start = _field(answers[0], "answer_start", f"{qwhere}.answers[0]", int)
-                if isinstance(start, bool) or not 0 <= start < len(context):
-                    raise DataError(f"{qwhere} (id {qid}): field 'answer_start' {start} outside the context")
-                s, _ = gold_sentence(breaks, start)
-                if not isinstance(texts[s], str):
-                    raise DataError(f"{where}.sentences[{s}]: should be str")
+                check_question(question, qwhere, qid)
+                s, _ = gold_sentence(breaks, answer_start(qa, context, qwhere, qid))
+                passage = check_answer_sentence(texts[s], s, where, qwhere, qid)
                 rows.append({"pair_id": pair_id(source, str(qid)), "source": source, "lang": SOURCE_LANG,
-                             "question": question, "passage": texts[s].strip(),
+                             "question": question, "passage": passage.strip(),
                              "context": context if with_context else None, "system": "source"})
     return _frame(rows), unanswerable
 
@@ -202,69 +160,124 @@ def load_lareqa_source(files: dict[str, str | Path], source: str, with_context: 
     return _frame(rows), no_source
 
 
-def _open_hf(hub_id: str, split: str):
-    """``datasets`` object for a hub id, a ``save_to_disk`` folder or a local data file."""
+def _json_records(path: Path) -> list:
+    """Records of a local ``.json`` (an array of objects) or ``.jsonl`` (one object a line) file."""
+    text = read_text(path)
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as err:
+            if err.msg != "Extra data":
+                raise DataError(f"{path}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+        else:
+            if not isinstance(doc, list):
+                raise DataError(f"{path}: should hold an array of records (or one JSON object a line), "
+                                f"got {type(doc).__name__}")
+            return doc
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {n}: not valid JSON at column {err.colno}: {err.msg}") from None
+    return records
+
+
+def _local_table(path: Path) -> tuple[list[str], dict[str, list], int]:
+    """Column names, columns and length of a local ``.json``/``.jsonl``/``.csv`` file, decoded by the
+    shared rules (UTF-8, byte-order mark accepted, errors name the file and the line)."""
+    if path.suffix == ".csv":
+        try:
+            frame = pd.read_csv(io.StringIO(read_text(path)))
+        except (ValueError, pd.errors.ParserError) as err:
+            raise DataError(f"{path}: not valid CSV: {err}") from None
+        frame = frame.astype(object).where(frame.notna(), None)
+        return [str(c) for c in frame.columns], {str(c): frame[c].tolist() for c in frame.columns}, len(frame)
+    records = _json_records(path)
+    names: dict[str, None] = {}
+    for n, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {n}: should be an object, got {type(rec).__name__}")
+        names.update(dict.fromkeys(rec))
+    return list(names), {c: [rec.get(c) for rec in records] for c in names}, len(records)
+
+
+def _open_hf(hub_id: str, split: str) -> tuple[list[str], dict[str, list], int]:
+    """Column names, columns and length of a hub id, a ``save_to_disk`` folder or a local data file."""
+    local = Path(hub_id)
+    if local.is_file() and local.suffix in (".json", ".jsonl", ".csv"):
+        return _local_table(local)
     import datasets
 
-    local = Path(hub_id)
     if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "state.json").exists()
                            or (local / "dataset_dict.json").exists()):
         ds = datasets.load_from_disk(str(local))
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    if local.is_file() and local.suffix in builders:
-        return datasets.load_dataset(builders[local.suffix], data_files={split: str(local)}, split=split)
-    return datasets.load_dataset(hub_id, split=split)
+        ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+    elif local.is_file() and local.suffix == ".parquet":
+        ds = datasets.load_dataset("parquet", data_files={split: str(local)}, split=split)
+    else:
+        ds = datasets.load_dataset(hub_id, split=split)
+    return list(ds.column_names), ds.to_dict(), len(ds)
 
 
 def load_hf(hub_id: str, split: str, columns: dict[str, str], source: str, with_context: bool = False
-            ) -> tuple[pd.DataFrame, int]:
-    """English pairs of a Hugging Face dataset; ``columns`` maps question/passage (required), id,
-    context and label (optional) to column names. With ``label`` only rows whose label is true
-    (1) are pairs (WikiQA style); the others are counted as dropped. Without ``id`` the row number is
-    the id (stable for a fixed dataset version)."""
+            ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """English pairs of a Hugging Face dataset and the rows dropped, by reason.
+
+    ``columns`` maps question/passage (required), id, context and label (optional) to column names.
+    With ``label`` only rows whose label is true (1) are pairs (WikiQA style); the others are counted
+    as ``unlabelled``. Without ``id`` the row number is the id (stable for a fixed dataset version).
+    A repeated id keeps its first pair; each later one is counted as ``duplicate_id``.
+    """
     unknown = set(columns) - HF_COLUMN_KEYS
     missing = {"question", "passage"} - set(columns)
     if unknown or missing:
         raise DataError(f"source {source!r}: field 'columns' must map question and passage (optional: id, "
                         f"context, label); unknown {sorted(unknown)}, missing {sorted(missing)}")
-    ds = _open_hf(hub_id, split)
-    absent = [c for c in columns.values() if c not in ds.column_names]
+    names, table, n = _open_hf(hub_id, split)
+    absent = [c for c in columns.values() if c not in names]
     if absent:
-        raise DataError(f"{hub_id} (split {split}): columns {absent} not in the dataset ({ds.column_names})")
-    table = ds.select_columns(sorted(set(columns.values()))).to_dict()
+        raise DataError(f"{hub_id} (split {split}): columns {absent} not in the dataset ({names})")
     data = {key: table[col] for key, col in columns.items()}
-    n = len(ds)
     ids = [str(x) for x in data["id"]] if "id" in data else [str(i) for i in range(n)]
-    ids = _unique_ids(ids)
-    rows, unlabelled = [], 0
+    rows, dropped, first = [], {"unlabelled": 0, "duplicate_id": 0}, set()
     for i in range(n):
         q, p = data["question"][i], data["passage"][i]
+        where = f"{hub_id} (split {split}): record {i} (id {ids[i]})"
         for key, val in (("question", q), ("passage", p)):
             if val is not None and not isinstance(val, str):
-                raise DataError(f"{hub_id} (split {split}): record {i} (id {ids[i]}): field {columns[key]!r} "
-                                f"should be str, got {type(val).__name__}")
+                raise DataError(f"{where}: field {columns[key]!r} should be str, got {type(val).__name__}")
         if "label" in data and not data["label"][i]:
-            unlabelled += 1
+            dropped["unlabelled"] += 1
             continue
+        for key, val in (("question", q), ("passage", p)):
+            if is_blank(val):
+                raise DataError(f"{where}: field {columns[key]!r} is blank")
+        if ids[i] in first:
+            dropped["duplicate_id"] += 1
+            continue
+        first.add(ids[i])
         ctx = data["context"][i] if "context" in data and with_context else None
         rows.append({"pair_id": pair_id(source, ids[i]), "source": source, "lang": SOURCE_LANG,
-                     "question": q or "", "passage": (p or "").strip(), "context": ctx, "system": "source"})
-    return _frame(rows), unlabelled
+                     "question": q, "passage": p.strip(), "context": ctx, "system": "source"})
+    return _frame(rows), dropped
 
 
 def source_files(spec, mirror: str | Path, languages: Iterable[str] | None = None) -> dict[str, Path] | Path:
-    """Local file(s) of a squad/lareqa ``SourceSpec``: mirror first, canonical URL second."""
-    from .assets import Asset, fetch
-
+    """Local file(s) of a squad/lareqa ``SourceSpec``: mirror first, pinned canonical URL second."""
     if spec.type == "squad":
-        return fetch(Asset(spec.name, spec.path, spec.url, spec.sha256), mirror)
-    if spec.sha256:
-        raise DataError(f"source {spec.name!r}: field 'sha256' is for a single file; a lareqa folder has one per language")
+        if isinstance(spec.sha256, dict):
+            raise DataError(f"source {spec.name!r}: field 'sha256' of a squad source is one hash, not a mapping")
+        return fetch_data_file(spec.name, spec.path, spec.url, spec.sha256, mirror,
+                               f"gather.sources[{spec.name}].sha256")
+    if spec.sha256 is not None and not isinstance(spec.sha256, dict):
+        raise DataError(f"source {spec.name!r}: field 'sha256' of a lareqa folder maps each language to a hash")
+    sha = spec.sha256 or {}
     langs = [lang for lang in spec.languages if languages is None or lang in languages or lang == SOURCE_LANG]
-    return {lang: fetch(Asset(f"{spec.name}/{lang}.json",
-                              f"{spec.path}/{lang}.json" if spec.path else None,
-                              spec.url.format(lang=lang) if spec.url else None), mirror)
+    return {lang: fetch_data_file(f"{spec.name}/{lang}.json", f"{spec.path}/{lang}.json" if spec.path else None,
+                                  spec.url.format(lang=lang) if spec.url else None, sha.get(lang), mirror,
+                                  f"gather.sources[{spec.name}].sha256.{lang}")
             for lang in langs}
 
 
@@ -289,7 +302,7 @@ def load_source(spec, mirror: str | Path, with_context: bool = False,
     elif spec.type == "hf":
         if not spec.columns:
             raise DataError(f"source {spec.name!r}: type 'hf' needs field 'columns'")
-        df, dropped["unlabelled"] = load_hf(spec.hub_id, spec.split, spec.columns, spec.name, with_context)
+        df, dropped = load_hf(spec.hub_id, spec.split, spec.columns, spec.name, with_context)
     else:  # pragma: no cover - params validation forbids it
         raise DataError(f"source {spec.name!r}: unknown type {spec.type!r}")
     return SourcePairs(spec.name, spec.type, spec.licence, source_location(spec), df, dropped)
@@ -320,7 +333,8 @@ def clean_pairs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[tuple[st
     qn, pn = df["question"].map(normalize), df["passage"].map(normalize)
     empty = _drop_groups(df, (qn == "") | (pn == ""))
     rest = df.index[~empty]
-    first_seen = pd.Series(list(zip(df.loc[rest, "lang"], qn[rest], pn[rest])), index=rest).duplicated()
+    keys = zip(df.loc[rest, "lang"], qn[rest], pn[rest], strict=True)
+    first_seen = pd.Series(list(keys), index=rest).duplicated()
     dup = _drop_groups(df, first_seen.reindex(df.index, fill_value=False)) & ~empty
     counts = {"empty": _count(df, empty), "duplicate": _count(df, dup)}
     return df[~(empty | dup)].reset_index(drop=True), counts

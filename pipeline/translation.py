@@ -22,6 +22,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import pandas as pd
 
 from .io import atomic_dir, write_json
+from .schema import PAIR_COLUMNS, SOURCE_COLUMNS
 from .text import split_sentences
 
 #: ISO 639-1 (or 639-3 where no 2-letter code exists) -> NLLB-200 (FLORES-200) code.
@@ -340,8 +341,7 @@ def translate_resumable(texts: list[str], translator: Translator, work_dir: str 
     return out
 
 
-PAIR_COLUMNS = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
-OUT_COLUMNS = PAIR_COLUMNS + ["src_question", "src_passage"]
+OUT_COLUMNS = PAIR_COLUMNS + SOURCE_COLUMNS
 
 
 def _english(pairs: pd.DataFrame, where: str) -> pd.DataFrame:

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from pipeline.devset import DevSetError, dev_score, retrieval_set, split_pairs
 
 
@@ -98,7 +98,8 @@ def test_split_stage_gives_one_byte_identical_dev_set_for_every_mode_and_seed(tm
     assert _stage(tmp_path, monkeypatch, dev__seed=1)["split/dev/queries.parquet"] != first["split/dev/queries.parquet"]
     stats = json.loads((tmp_path / "split/dev/stats.json").read_text())
     assert stats["dev_pair_ids"] == 6 and stats["train_pair_ids"] == 54
-    assert stats["dev_queries"]["en"] == 6 and stats["dev_queries"]["en"] + stats["dev_queries"]["de"] == stats["dev_rows"]
+    assert stats["dev_queries"]["en"] == 6
+    assert stats["dev_queries"]["en"] + stats["dev_queries"]["de"] == stats["dev_rows"]
 
 
 def test_dvc_yaml_keeps_seed_and_sampling_out_of_the_split_stage():

@@ -33,7 +33,7 @@ def test_loader_two_languages(tmp_path):
     ])])
     ds = load_lareqa("toy", {"en": en, "de": de})
     assert list(ds.pool["cand_id"]) == ["de:0:0:0", "de:0:0:1", "en:0:0:0", "en:0:0:1"]
-    gold = dict(zip(ds.queries["qid"], ds.queries["gold"]))
+    gold = dict(zip(ds.queries["qid"], ds.queries["gold"], strict=True))
     assert gold == {"de:q1": "de:0:0:1", "en:q1": "en:0:0:1", "en:q2": "en:0:0:1"}
     assert ds.gap_answers == 1
     assert ds.gold_by_id()["q1"] == ["de:0:0:1", "en:0:0:1"]

@@ -7,11 +7,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.lareqa import DataError
+from pipeline.errors import DataError
 from pipeline.params import FilterParams
 from pipeline.quality import (
-    QUALITY_COLUMNS, REASONS, chrf, copy_reasons, detect_language, effective_length, empty_reasons, filter_pairs,
-    langid_reasons, language_matches, length_ratio, length_reasons, reason_counts, roundtrip_reasons,
+    QUALITY_COLUMNS,
+    REASONS,
+    chrf,
+    copy_reasons,
+    detect_language,
+    effective_length,
+    empty_reasons,
+    filter_pairs,
+    langid_reasons,
+    language_matches,
+    length_ratio,
+    length_reasons,
+    reason_counts,
+    roundtrip_reasons,
 )
 
 EN_Q = "When was the tower in Paris built?"
@@ -72,7 +84,8 @@ def test_roundtrip_rule():
 
 
 def test_filter_pairs_each_rule_and_reasons():
-    fr_q, fr_p = "Quand la tour de Paris a-t-elle été construite ?", "La tour a été construite en 1889 pour l'exposition."
+    fr_q = "Quand la tour de Paris a-t-elle été construite ?"
+    fr_p = "La tour a été construite en 1889 pour l'exposition."
     df = pd.DataFrame([
         _row("0", "en", EN_Q, EN_P),
         _row("1", "de", DE_Q, DE_P, EN_Q, EN_P),  # good
@@ -89,7 +102,7 @@ def test_filter_pairs_each_rule_and_reasons():
     settings = FilterParams(roundtrip={"zh": {"model": "fake"}}, min_chrf=30.0)
     kept, rejected = filter_pairs(df, settings, {"zh": fake})
     assert kept["pair_id"].tolist() == ["0", "1", "7"]
-    reasons = dict(zip(rejected["pair_id"], rejected["reasons"]))
+    reasons = dict(zip(rejected["pair_id"], rejected["reasons"], strict=True))
     assert reasons == {
         "2": "langid_question;langid_passage",
         "3": "length_ratio_passage",
@@ -121,6 +134,44 @@ def test_filter_pairs_needs_a_translator_for_configured_languages():
         filter_pairs(pd.DataFrame([_row("7", "zh", ZH_Q, ZH_P, EN_Q, None)]), FilterParams())
 
 
+class KilledTranslator(FakeTranslator):
+    """Dies (like a killed process) on call number ``alive + 1``."""
+
+    def __init__(self, table, alive):
+        super().__init__(table)
+        self.alive = alive
+
+    def translate(self, texts):
+        if len(self.calls) == self.alive:
+            raise KeyboardInterrupt("killed")
+        return super().translate(texts)
+
+
+def test_roundtrip_resumes_from_finished_chunks_after_a_kill(tmp_path):
+    from pipeline.quality import Resume
+
+    rows = [_row(str(i), "zh", f"{ZH_Q}{i}", f"{ZH_P}{i}", EN_Q, EN_P) for i in range(5)]
+    df = pd.DataFrame(rows)
+    table = {f"{ZH_Q}{i}": EN_Q if i % 2 else "Something else entirely" for i in range(5)}
+    table |= {f"{ZH_P}{i}": EN_P for i in range(5)}
+    settings = FilterParams(roundtrip={"zh": {"model": "fake"}}, min_chrf=30.0, check_langid=False)
+    whole_kept, whole_rejected = filter_pairs(df, settings, {"zh": FakeTranslator(table)})
+    assert whole_kept["pair_id"].tolist() == ["1", "3"] and len(whole_rejected) == 3
+    resume = {"zh": Resume(tmp_path / "zh", 3, "model A")}  # 10 distinct texts: chunks of 3, 3, 3, 1
+    with pytest.raises(KeyboardInterrupt):
+        filter_pairs(df, settings, {"zh": KilledTranslator(table, alive=1)}, resume)
+    assert [p.name for p in (tmp_path / "zh").iterdir()] == ["chunk-00000.json"]
+    again = FakeTranslator(table)
+    kept, rejected = filter_pairs(df, settings, {"zh": again}, resume)
+    texts = [f"{ZH_Q}{i}" for i in range(5)] + [f"{ZH_P}{i}" for i in range(5)]
+    assert again.calls == [texts[3:6], texts[6:9], texts[9:]]  # the first chunk is not translated again
+    pd.testing.assert_frame_equal(kept, whole_kept)
+    pd.testing.assert_frame_equal(rejected, whole_rejected)
+    other = FakeTranslator(table)  # another model's chunks are never reused
+    filter_pairs(df, settings, {"zh": other}, {"zh": Resume(tmp_path / "zh", 3, "model B")})
+    assert len(other.calls) == 4
+
+
 def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     from pipeline.params import load_params
     from pipeline.stages import filter as stage
@@ -132,20 +183,29 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     fake = FakeTranslator({ZH_Q: EN_Q, ZH_P: EN_P})
     monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir, progress: {"zh": fake})
     cols = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
-    gathered = pd.DataFrame([_row("1", "en", EN_Q, EN_P), _row("1", "de", DE_Q, DE_P)])[cols]
+    gathered = pd.DataFrame([_row("1", "en", EN_Q, EN_P), _row("1", "de", DE_Q, DE_P),
+                             _row("2", "en", EN_Q, EN_P)])[cols]
     (tmp_path / "tr").mkdir()
     gathered.to_parquet(tmp_path / "pairs.parquet", index=False)
     pd.DataFrame([_row("1", "de", DE_Q, DE_P, EN_Q, EN_P)]).to_parquet(tmp_path / "tr" / "de.parquet", index=False)
     args = ["--pairs", str(tmp_path / "pairs.parquet"), "--translated", str(tmp_path / "tr"),
-            "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "data.json")]
+            "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "data.json"), "--work", str(tmp_path / "work")]
     with pytest.raises(DataError, match=r"zh.parquet: not found"):
         stage.main(args)
     assert not (tmp_path / "out").exists() and not (tmp_path / "data.json").exists()  # nothing written
     pd.DataFrame([_row("1", "zh", ZH_Q, ZH_P, EN_Q, EN_P), _row("1", "zh", EN_Q, ZH_P, EN_Q, EN_P)]).to_parquet(
         tmp_path / "tr" / "zh.parquet", index=False)
+    with pytest.raises(DataError) as err:  # two zh rows of one pair
+        stage.main(args)
+    assert str(err.value) == (f"{tmp_path / 'tr' / 'zh.parquet'}: record 1: field 'pair_id' '1' occurs twice "
+                              "in language 'zh'")
+    assert not (tmp_path / "out").exists()
+    pd.DataFrame([_row("1", "zh", ZH_Q, ZH_P, EN_Q, EN_P), _row("2", "zh", EN_Q, ZH_P, EN_Q, EN_P)]).to_parquet(
+        tmp_path / "tr" / "zh.parquet", index=False)
     stage.main(args)
+    assert not (tmp_path / "work").exists()  # the back-translation chunks are removed on success
     kept = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
-    assert kept["lang"].tolist() == ["en", "de", "zh"] and kept.columns.tolist() == cols + QUALITY_COLUMNS
+    assert kept["lang"].tolist() == ["en", "en", "de", "zh"] and kept.columns.tolist() == cols + QUALITY_COLUMNS
     import pyarrow.parquet as pq
 
     assert "string" in str(pq.read_schema(tmp_path / "out" / "pairs.parquet").field("context").type)
@@ -156,7 +216,7 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     assert (zh["pairs_in"], zh["kept"], zh["rejected"]) == (2, 1, 1) and zh["rejected_by"]["copy_question"] == 1
     assert zh["mean_roundtrip_chrf_question"] == pytest.approx(100.0) and zh["roundtrip_measured"] == 1
     assert "mean_roundtrip_chrf_question" not in metrics["languages"]["de"]
-    assert metrics["total"] == {"pairs_in": 4, "kept": 3, "rejected": 1}
+    assert metrics["total"] == {"pairs_in": 5, "kept": 4, "rejected": 1}
 
 
 def test_mlqa_r_human_translations_mostly_pass(mirror, monkeypatch):

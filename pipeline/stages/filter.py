@@ -13,21 +13,36 @@ context, system, src_question, src_passage``), applies ``params.filter`` (back-t
 * ``metrics/data.json``: per language pairs in, kept, rejected, rejected by reason and the mean
   round-trip chrF where measured.
 
-All inputs are read and validated (and the back-translators built) before anything is written.
+The back-translation goes chunk by chunk through ``data/translate-work/roundtrip/<lang>/`` (the
+translate stage's resumable chunks, :func:`pipeline.translation.translate_resumable`): a run killed
+midway resumes from its finished chunks and gives the same rows; the folder is removed on success.
+
+All inputs are read and validated (and the back-translators built) before anything is written; a
+language whose every row is rejected stops the stage instead of leaving it out of the table.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataError
 from ..io import write_json, write_parquet
-from ..lareqa import DataError
 from ..params import load_params
-from ..quality import SOURCE_COLUMNS, filter_pairs, reason_counts, roundtrip_translators
-from ..sources import PAIR_COLUMNS, SOURCE_LANG
+from ..quality import filter_pairs, reason_counts, roundtrip_resume, roundtrip_translators
+from ..schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
+
+
+def _unique_pair_ids(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """One row per pair_id in a language: a repeat would give two rows with one pair id downstream."""
+    dup = df[df["pair_id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: record {int(dup.index[0])}: field 'pair_id' {dup['pair_id'].iloc[0]!r} "
+                        f"occurs twice in language {dup['lang'].iloc[0]!r}")
+    return df
 
 
 def read_inputs(pairs_path: Path, translated_dir: Path, langs: list[str]) -> pd.DataFrame:
@@ -38,7 +53,7 @@ def read_inputs(pairs_path: Path, translated_dir: Path, langs: list[str]) -> pd.
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
     if missing:
         raise DataError(f"{pairs_path}: missing columns {missing}")
-    frames = [pairs[pairs["lang"] == SOURCE_LANG][PAIR_COLUMNS]]
+    frames = [_unique_pair_ids(pairs[pairs["lang"] == SOURCE_LANG][PAIR_COLUMNS], pairs_path)]
     english = set(frames[0]["pair_id"])
     for lang in langs:
         if lang == SOURCE_LANG:
@@ -58,8 +73,20 @@ def read_inputs(pairs_path: Path, translated_dir: Path, langs: list[str]) -> pd.
         if len(orphan):
             raise DataError(f"{path}: record {int(orphan.index[0])}: field 'pair_id' "
                             f"{orphan['pair_id'].iloc[0]!r} has no English pair in {pairs_path}")
-        frames.append(df[PAIR_COLUMNS + SOURCE_COLUMNS])
+        frames.append(_unique_pair_ids(df[PAIR_COLUMNS + SOURCE_COLUMNS], path))
     return pd.concat(frames, ignore_index=True)
+
+
+def check_kept(pairs_in: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame) -> None:
+    """Fail rather than write a table without a language of the input (every row of it rejected)."""
+    if pairs_in.empty:
+        raise DataError("filter: no input pairs (the gathered pairs have no English row)")
+    for lang in dict.fromkeys(pairs_in["lang"]):
+        if not (kept["lang"] == lang).any():
+            counts = reason_counts(rejected[rejected["lang"] == lang])
+            top = ", ".join(f"{r} {n}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
+            raise DataError(f"filter: no pair left in language {lang!r}: all {int((pairs_in['lang'] == lang).sum())} "
+                            f"rows rejected ({top}); check params.yaml filter")
 
 
 def data_metrics(pairs_in: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame) -> dict:
@@ -92,16 +119,21 @@ def main(argv=None) -> None:
     ap.add_argument("--metrics", default="metrics/data.json")
     ap.add_argument("--cache-dir", default=None, help="where back-translation models are prepared "
                                                       "(default: the asset cache's translation/ folder)")
+    ap.add_argument("--work", default="data/translate-work/roundtrip",
+                    help="finished back-translation chunks, per language; a rerun after a kill resumes from them")
     args = ap.parse_args(argv)
     params = load_params()
     langs = list(params.translate.targets)
     df = read_inputs(Path(args.pairs), Path(args.translated), langs)
     translators = roundtrip_translators(params, set(df["lang"]), args.cache_dir, progress=True)
-    kept, rejected = filter_pairs(df, params.filter, translators)
+    resume = roundtrip_resume(params, set(df["lang"]), args.work)
+    kept, rejected = filter_pairs(df, params.filter, translators, resume)
+    check_kept(df, kept, rejected)
     stats = data_metrics(df, kept, rejected)
     write_parquet(Path(args.out) / "pairs.parquet", kept)
     write_parquet(Path(args.out) / "rejected.parquet", rejected)
     write_json(Path(args.metrics), stats)
+    shutil.rmtree(args.work, ignore_errors=True)
     print(json.dumps({lang: {k: v for k, v in e.items() if k in ("pairs_in", "kept", "rejected")}
                       for lang, e in stats["languages"].items()}))
 

@@ -11,7 +11,8 @@ pair that shares a question or a passage with a ``gather.leakage_guard`` evaluat
 * ``metrics/gather.json``: per source its licence, location and, per language, pairs read, empty
   and duplicate pairs dropped, leakage removed and pairs kept.
 
-Every input is read and validated before anything is written.
+Every input is read and validated before anything is written; a run that leaves no pair fails
+instead of writing an empty table (``docs/data-rules.md``).
 """
 from __future__ import annotations
 
@@ -21,14 +22,31 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import DataError
 from ..io import write_json, write_parquet
-from ..lareqa import DataError, dataset_files, load_lareqa
+from ..lareqa import dataset_files, load_lareqa
 from ..params import load_params
-from ..sources import PAIR_COLUMNS, SOURCE_LANG, apply_leakage_guard, clean_pairs, evaluation_texts, load_source
+from ..schema import PAIR_COLUMNS, SOURCE_LANG
+from ..sources import apply_leakage_guard, clean_pairs, evaluation_texts, load_source
 
 
 def _per_lang(counts: dict, source: str, langs: list[str]) -> dict[str, int]:
     return {lang: int(counts.get((source, lang), 0)) for lang in langs}
+
+
+def _check_output(pairs: pd.DataFrame, read: dict, dropped: dict, leaked: dict) -> None:
+    """Fail rather than write an empty table, or one with two rows for one (pair_id, lang)."""
+    if pairs.empty:
+        def total(counts):
+            return sum(int(v) for v in counts.values())
+        raise DataError(f"gather: no pairs left to write: {total(read)} read, {total(dropped['empty'])} empty, "
+                        f"{total(dropped['duplicate'])} duplicate, {total(leaked)} removed by the leakage guard "
+                        f"(gather.leakage_guard)")
+    dup = pairs[pairs.duplicated(["pair_id", "lang"])]
+    if len(dup):
+        row = dup.iloc[0]
+        raise DataError(f"gather: pair_id {row['pair_id']!r} has two rows in language {row['lang']!r} "
+                        f"(source {row['source']!r})")
 
 
 def gather(params) -> tuple[pd.DataFrame, dict]:
@@ -52,6 +70,7 @@ def gather(params) -> tuple[pd.DataFrame, dict]:
     pairs = pairs.sort_values(["source", "lang"], key=lambda c: c.map(source_rank if c.name == "source" else lang_rank),
                               kind="stable").reset_index(drop=True)
     kept = pairs.groupby(["source", "lang"]).size().to_dict()
+    _check_output(pairs, read, dropped, leaked)
 
     stats = {
         "pairs": int(len(pairs)),

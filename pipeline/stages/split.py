@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..devset import retrieval_set, split_pairs, statistics
+from ..errors import DataError
 from ..io import atomic_dir, write_parquet
 from ..params import load_params
 
@@ -28,7 +29,7 @@ def main(argv=None) -> None:
     pairs = pd.read_parquet(args.pairs)
     pairs = pairs.loc[pairs["lang"].isin(params.languages)]
     if pairs.empty:
-        raise SystemExit(f"split: {args.pairs} has no pairs in the training languages {params.languages}")
+        raise DataError(f"split: {args.pairs} has no pairs in the training languages {params.languages}")
     train, dev = split_pairs(pairs, params.dev.fraction, params.dev.seed)
     queries, pool = retrieval_set(dev, params.languages)
     stats = statistics(train, dev, queries, pool)
