@@ -170,10 +170,7 @@ def _json_records(path: Path) -> list:
             if err.msg != "Extra data":
                 raise DataError(f"{path}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
         else:
-            if not isinstance(doc, list):
-                raise DataError(f"{path}: should hold an array of records (or one JSON object a line), "
-                                f"got {type(doc).__name__}")
-            return doc
+            return doc if isinstance(doc, list) else [doc]  # an array of records, or a one-line JSON-lines file
     records = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():

@@ -97,6 +97,12 @@ def test_hf_local_files_follow_the_same_decoding_rules(tmp_path):
     csv = tmp_path / "c.csv"
     csv.write_bytes(b"\xef\xbb\xbfq,p\nQ1?,S1.\nQ2?,S2.\n")
     pd.testing.assert_frame_equal(load_hf(str(csv), "train", cols, "s")[0], load_hf(str(plain), "train", cols, "s")[0])
+    array, lines = tmp_path / "array.json", tmp_path / "lines.json"  # .json: an array, or JSON lines
+    array.write_text(json.dumps(rows))
+    lines.write_bytes(text)
+    expected = load_hf(str(plain), "train", cols, "s")[0]
+    for path in (array, lines):
+        pd.testing.assert_frame_equal(load_hf(str(path), "train", cols, "s")[0], expected)
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(text.replace(b"Q2", b"Q\xff"))
     at = text.index(b"Q2") + 1
