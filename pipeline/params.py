@@ -184,9 +184,11 @@ class IndexParams(Section):
     datasets: list[str]
     engine: Literal["ctranslate2", "torch"] = "ctranslate2"
     compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="most texts per batch")
+    max_tokens: int = Field(0, ge=0, le=1_000_000, description="most padded tokens per batch (0: batch_size alone)")
     max_length: int = Field(128, ge=8)
     threads: int = Field(2, ge=1)
+    inter_threads: int = Field(1, ge=1, description="ctranslate2: batches at once, each on threads // inter_threads")
     faiss_index: Literal["flat"] = "flat"
     device: Literal["cpu", "cuda"] = Field("cpu", description="torch engine only; ctranslate2 runs on the CPU")
 
@@ -194,6 +196,9 @@ class IndexParams(Section):
     def _engine_device(self):
         if self.device == "cuda" and self.engine != "torch":
             raise ValueError("index.device: 'cuda' needs index.engine: torch (ctranslate2 runs on the CPU here)")
+        if self.inter_threads > self.threads:
+            raise ValueError(f"index.inter_threads ({self.inter_threads}) must not exceed "
+                             f"index.threads ({self.threads})")
         return self
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .encoder import pool
+from .embedding import encode_ids, forward_pooled, pad, tokenize
 from .loss import info_nce
 
 # files of a model folder that save_pretrained rewrites or that hold (stale) weights
@@ -126,12 +126,12 @@ class DualEncoder:
         return next(self.model.parameters()).device
 
     def embed(self, texts: list[str], prefix: str) -> torch.Tensor:
-        enc = self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="pt").to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            hidden = self.model(**enc).last_hidden_state
-        vec = pool(hidden.float(), enc["attention_mask"], self.pooling)
-        return nn.functional.normalize(vec, dim=-1)
+        """Normalised vectors of one batch (differentiable; bf16 autocast on CUDA)."""
+        return nn.functional.normalize(self.pooled(tokenize(self.tokenizer, texts, prefix, self.max_length)), dim=-1)
+
+    def pooled(self, ids: list[list[int]]) -> torch.Tensor:
+        """Pooled, not normalised, vectors of one batch of token ids (:mod:`pipeline.embedding`)."""
+        return forward_pooled(self.model, *pad(ids, self.tokenizer.pad_token_id), self.pooling, bf16=True)
 
     def loss(self, batch: TextBatch, scale: float) -> torch.Tensor:
         q = self.embed(batch.queries, self.query_prefix)
@@ -195,18 +195,16 @@ class DevSet:
 
 @torch.no_grad()
 def embed_all(enc: DualEncoder, texts: list[str], prefix: str, batch_size: int = 64) -> torch.Tensor:
-    """Vectors of ``texts`` in input order, in length-sorted batches with dropout off."""
+    """Vectors of ``texts`` in input order with dropout off: the index stage's recipe
+    (:func:`pipeline.embedding.encode_ids`, batches sorted by token length), so on CPU they equal the
+    torch engine's vectors of the same folder bit for bit."""
     was_training = enc.model.training
     enc.model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    out = [None] * len(texts)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        vecs = enc.embed([texts[i] for i in idx], prefix).float().cpu()
-        for i, v in zip(idx, vecs):
-            out[i] = v
-    enc.model.train(was_training)
-    return torch.stack(out)
+    try:
+        ids = tokenize(enc.tokenizer, texts, prefix, enc.max_length)
+        return torch.from_numpy(encode_ids(ids, lambda b: enc.pooled(b).cpu().numpy(), batch_size))
+    finally:
+        enc.model.train(was_training)
 
 
 def evaluate_dev(enc: DualEncoder, dev: DevSet) -> dict[str, float]:

