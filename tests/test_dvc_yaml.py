@@ -49,3 +49,18 @@ def test_every_stage_module_is_a_dvc_stage():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     modules = {p.stem for p in (ROOT / "pipeline/stages").glob("*.py") if p.stem != "__init__"}
     assert modules == set(stages)
+
+
+def test_every_plot_is_declared_once_and_drawn_from_a_stage_output():
+    """A path under both the top-level ``plots`` and a stage's ``plots`` renders twice (once without its x/y)."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    top = [next(iter(p)) for p in spec.get("plots", [])]
+    stage_plots, stage_outs = [], []
+    for stage in spec["stages"].values():
+        stage = stage.get("do", stage)
+        stage_plots += [next(iter(p)) if isinstance(p, dict) else p for p in stage.get("plots", [])]
+        stage_outs += [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
+    assert len(top + stage_plots) == len(set(top + stage_plots)), "a plot is declared twice"
+    for path in top:
+        candidates = {o.replace("${item}", d) for o in stage_outs for d in ("xquad-r", "mlqa-r")}
+        assert path in candidates, f"top-level plot {path} is no stage's output"

@@ -16,8 +16,8 @@ URL), so a run that could not be scored fails in seconds, not after training.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -62,18 +62,37 @@ def main(argv=None) -> None:
     ap.add_argument("--timings", default="logs/train.json")
     args = ap.parse_args(argv)
     params = load_params()
-    p = params.train
     check_evaluation_sets(params)
     dev = DevSet(pd.read_parquet(Path(args.dev) / "queries.parquet"), pd.read_parquet(Path(args.dev) / "pool.parquet"))
-    live = Path(args.live) if args.live else None
+    with live_folder(args.live) as live:
+        metrics = run(args, params, dev, live)
+    write_json(args.timings, {k: metrics.pop(k) for k in TIMING_KEYS if k in metrics})
+    write_json(args.metrics, metrics)
+    print(json.dumps(metrics))
+
+
+@contextlib.contextmanager
+def live_folder(path: str):
+    """dvclive logs into a temporary folder that replaces ``path`` only when the stage succeeds, so a
+    killed or failed train leaves the committed ``dvclive/train`` files as they were; None for ''."""
+    if not path:
+        yield None
+        return
+    with atomic_dir(path) as tmp:
+        (tmp / "plots" / "metrics").mkdir(parents=True)  # the declared plots folder exists even when empty
+        yield tmp
+
+
+def run(args, params, dev: DevSet, live: Path | None) -> dict:
+    """Train (or copy the base model for ``steps: 0``) and save the model; returns the metrics and timings."""
+    p = params.train
     t0 = time.perf_counter()
     if p.steps == 0:
         metrics = untrained(args.base, params, dev, args.out)
-        if live:
-            shutil.rmtree(live, ignore_errors=True)
-            (live / "plots" / "metrics").mkdir(parents=True)  # the declared plots folder exists, empty
+        if live:  # dvclive's summary of a run without steps: the dev scores at step 0
+            write_json(live / "metrics.json", {"dev": {k[4:]: v for k, v in metrics.items() if k.startswith("dev_")},
+                                               "step": 0})
         metrics["wall_s"] = round(time.perf_counter() - t0, 1)
-        history = []
     else:
         device = pick_device(p.device)
         batches = Path(args.batches)
@@ -88,9 +107,7 @@ def main(argv=None) -> None:
                 **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
         with atomic_dir(args.out) as tmp:
             save_encoder(model, args.base, tmp, info)
-    write_json(args.timings, {k: metrics.pop(k) for k in TIMING_KEYS if k in metrics})
-    write_json(args.metrics, metrics)
-    print(json.dumps(metrics))
+    return metrics
 
 
 if __name__ == "__main__":
