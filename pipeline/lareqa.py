@@ -176,10 +176,10 @@ def fetch_data_file(name: str, mirror_path: str | None, url: str | None, sha256:
     """
     from .assets import Asset, fetch
 
-    local = Path(mirror) / mirror_path if mirror_path else None
+    local = (Path(mirror) / mirror_path).resolve() if mirror_path else None
     if local is not None and not local.exists() and url:
         if not sha256:
-            raise DataError(f"{name}: not in the mirror ({local} is missing), and {url} is not pinned: "
+            raise DataError(f"{name}: not in the mirror: {local} is missing, and {url} is not pinned: "
                             f"add its sha256 to params.yaml {pin_key}")
         print(f"{name}: not in the mirror: {local} is missing; downloading {url} (sha256 {sha256[:12]}...)",
               file=sys.stderr)

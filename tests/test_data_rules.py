@@ -234,7 +234,7 @@ def test_missing_mirror_file_is_reported_with_its_path_before_the_pinned_downloa
 def test_an_unpinned_url_is_not_downloaded(upstream):
     with pytest.raises(DataError) as err:
         dataset_files(_spec(upstream), upstream / "mirror")
-    assert str(err.value) == (f"data/toy/en.json: not in the mirror ({upstream}/mirror/data/toy/en.json is missing), "
+    assert str(err.value) == (f"data/toy/en.json: not in the mirror: {upstream}/mirror/data/toy/en.json is missing, "
                               f"and file://{upstream}/upstream/en.json is not pinned: add its sha256 to params.yaml "
                               "datasets.toy.sha256.en")
     assert not (upstream / "cache").exists()
@@ -265,7 +265,7 @@ def test_sources_follow_the_same_mirror_and_pin_rules(upstream, capsys):
     squad = SourceSpec(name="sq", type="squad", path="train.json", url=url.format(lang="en"), licence="x")
     with pytest.raises(DataError) as err:
         load_source(squad, upstream / "mirror")
-    assert str(err.value) == (f"sq: not in the mirror ({upstream}/mirror/train.json is missing), and "
+    assert str(err.value) == (f"sq: not in the mirror: {upstream}/mirror/train.json is missing, and "
                               f"file://{upstream}/upstream/en.json is not pinned: add its sha256 to params.yaml "
                               "gather.sources[sq].sha256")
     mirror_only = SourceSpec(name="m", type="lareqa", path="data/none", languages=["en"], licence="x")
