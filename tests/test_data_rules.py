@@ -72,6 +72,11 @@ def test_undecodable_byte_names_the_file_the_offset_and_the_line(tmp_path, reade
 
 
 @pytest.mark.parametrize("reader", READERS)
+def test_a_missing_file_is_named(tmp_path, reader):
+    assert _error(reader, tmp_path / "en.json") == f"{tmp_path / 'en.json'}: file not found"
+
+
+@pytest.mark.parametrize("reader", READERS)
 def test_byte_order_mark_is_accepted(tmp_path, reader):
     plain = READERS[reader](_write(tmp_path / "en.json", _doc(_par())))
     with_bom = READERS[reader](_write(tmp_path / "bom" / "en.json", _doc(_par()), prefix=b"\xef\xbb\xbf"))
