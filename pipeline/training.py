@@ -13,9 +13,13 @@ stops and the best evaluation's weights are kept (the untouched encoder if train
 ``last`` keeps the final weights of a fixed step budget; ``val_loss`` is the old rule (the loss on
 validation batches built in the run's own mode), kept for comparison.
 
-Runs on CUDA when present (bf16 autocast, float32 weights) and on CPU otherwise, through the same
-code. On CPU, ``torch.manual_seed(seed)`` and deterministic algorithms make equal inputs give
-bit-identical weights (dropout is on while training, as the model's config sets it).
+Runs on CUDA when present and on CPU otherwise, through the same code. ``train.precision: bf16``
+autocasts the training forward pass to bfloat16 on either (float32 weights, pooling and loss; fast on
+CPUs with AVX512-BF16 or AMX); ``train.micro_batch`` encodes each side of a batch in length-sorted
+passes of that many texts, so that short texts are not padded to the batch's longest (the loss is
+still over the whole batch); ``train.gradient_checkpointing`` trades step time for activation memory.
+On CPU, ``torch.manual_seed(seed)`` and deterministic algorithms make equal inputs give bit-identical
+weights in either precision (dropout is on while training, as the model's config sets it).
 ``freeze_embeddings`` freezes the word-embedding table (96M of multilingual-e5-small's 118M
 parameters), which keeps AdamW's state small and its update cheap on CPU.
 """
@@ -32,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .embedding import encode_ids, forward_pooled, pad, tokenize
+from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
 from .loss import info_nce
 
 # files of a model folder that save_pretrained rewrites or that hold (stale) weights
@@ -133,10 +137,15 @@ class DualEncoder:
         """Pooled, not normalised, vectors of one batch of token ids (:mod:`pipeline.embedding`)."""
         return forward_pooled(self.model, *pad(ids, self.tokenizer.pad_token_id), self.pooling, bf16=True)
 
-    def loss(self, batch: TextBatch, scale: float) -> torch.Tensor:
-        q = self.embed(batch.queries, self.query_prefix)
-        p = self.embed(batch.passages, self.passage_prefix)
-        hn = self.embed(batch.hard_negatives, self.passage_prefix) if batch.hard_negatives else None
+    def loss(self, batch: TextBatch, scale: float, precision: str = "fp32",
+             micro_batch: int | None = None) -> torch.Tensor:
+        """InfoNCE of ``batch``; each side encoded by :func:`forward_embed` (``precision``, ``micro_batch``)."""
+        def side(texts: list[str], prefix: str) -> torch.Tensor:
+            return forward_embed(self, texts, prefix, precision, micro_batch)
+
+        q = side(batch.queries, self.query_prefix)
+        p = side(batch.passages, self.passage_prefix)
+        hn = side(batch.hard_negatives, self.passage_prefix) if batch.hard_negatives else None
         return info_nce(q, p, scale, hn)
 
     @torch.no_grad()
@@ -147,6 +156,32 @@ class DualEncoder:
         total = sum(self.loss(b, scale).item() * len(b) for b in batches)
         self.model.train(was_training)
         return total / sum(len(b) for b in batches)
+
+
+def forward_embed(enc: DualEncoder, texts: list[str], prefix: str, precision: str = "fp32",
+                  micro_batch: int | None = None) -> torch.Tensor:
+    """L2-normalised float32 vectors of ``texts`` in input order, through the autograd graph (the training pass).
+
+    ``precision: bf16`` runs the encoder under bf16 autocast (on CPU and CUDA alike; the weights stay
+    float32, pooling and normalisation are float32); ``fp32`` runs it without autocast.
+    ``micro_batch``: texts per forward pass, taken in order of token length (stable), so that a short
+    text is padded to its neighbours' length, not the batch's longest; ``None`` encodes all at once.
+    The vectors are the same either way up to rounding (padding is masked); dropout draws differ.
+    """
+    ids = tokenize(enc.tokenizer, texts, prefix, enc.max_length)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if micro_batch else list(range(len(ids)))
+    size = micro_batch or max(len(ids), 1)
+    parts = []
+    for s in range(0, len(order), size):
+        input_ids, mask = (t.to(enc.device) for t in pad([ids[i] for i in order[s : s + size]],
+                                                         enc.tokenizer.pad_token_id))
+        with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            hidden = enc.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        parts.append(pool(hidden.float(), mask, enc.pooling))
+    vecs = torch.cat(parts)
+    if micro_batch:
+        vecs = vecs[torch.tensor(order, device=vecs.device).argsort()]
+    return nn.functional.normalize(vecs, dim=-1)
 
 
 class _Log:
@@ -251,13 +286,104 @@ class Selector:
 
 
 def _prepare(model_dir, params, models, device):
+    """Step 1 of a run: the encoder (embeddings frozen if asked), AdamW and its learning-rate schedule."""
     model, tokenizer = load_encoder(model_dir, device)
     frozen = freeze_word_embeddings(model) if params.freeze_embeddings else 0
+    if params.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,
                       params.max_length)
     optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(params.steps, params.warmup_ratio))
     return enc, optimizer, schedule, frozen
+
+
+class _Evaluations:
+    """Step 2 of a run: score the encoder at a step (dev set; validation loss under ``select_by:
+    val_loss``), log it, and let the :class:`Selector` keep the weights or call a stop."""
+
+    def __init__(self, enc: DualEncoder, dev: DevSet | None, val_batches: list[TextBatch], params, log: _Log,
+                 progress: bool):
+        self.enc, self.dev, self.val_batches, self.params, self.log, self.progress = \
+            enc, dev, val_batches, params, log, progress
+        self.selector = Selector(params.select_by, params.patience)
+        self.history: list[dict] = []
+        self.seconds = 0.0
+
+    def __call__(self, step: int) -> bool:
+        """Evaluate at ``step``; True when training should stop."""
+        t = time.perf_counter()
+        record = {"step": step}
+        if self.dev is not None:
+            record.update(evaluate_dev(self.enc, self.dev))
+        if self.params.select_by == "val_loss":
+            record["val_loss"] = self.enc.mean_loss(self.val_batches, self.params.scale)
+        self.seconds += time.perf_counter() - t
+        self.history.append(record)
+        self.log.log(**{k.replace("dev_", "dev/").replace("val_loss", "val/loss"): v for k, v in record.items()
+                        if k != "step"})
+        stop = self.selector.update(step, record, self.enc.model)
+        if self.progress:
+            shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
+            print(f"step {step}: {shown} (kept so far: step {self.selector.best_step})", flush=True)
+        return stop
+
+
+def optimisation_step(enc: DualEncoder, batch: TextBatch, optimizer, schedule, trainable: list[torch.Tensor],
+                      params) -> tuple[float, float, float]:
+    """Step 3, once per batch: loss (``params.precision``, ``params.micro_batch``), backward, clip, AdamW,
+    schedule. Returns ``(loss, learning rate used, gradient norm before clipping)``."""
+    lr = optimizer.param_groups[0]["lr"]
+    loss = enc.loss(batch, params.scale, params.precision, params.micro_batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm).item()
+    optimizer.step()
+    schedule.step()
+    return loss.item(), lr, grad_norm
+
+
+def _check_inputs(train_batches, val_batches, params, dev) -> None:
+    if params.steps < 1:
+        raise ValueError("train() needs steps >= 1; steps 0 keeps the base model (see copy_model)")
+    if not train_batches:
+        raise ValueError("no training batches")
+    if params.select_by == "dev" and dev is None:
+        raise ValueError("train.select_by: dev needs the dev set (data/split/dev)")
+    if params.select_by == "val_loss" and not val_batches:
+        raise ValueError("train.select_by: val_loss needs validation batches")
+
+
+def _finish(model: nn.Module, evals: _Evaluations, step: int, stopped_early: bool, recent: list[float],
+            timings: dict, frozen: int, device: torch.device) -> dict:
+    """Step 4: load the kept weights into ``model`` (eval mode) and gather the run's metrics."""
+    selector, history = evals.selector, evals.history
+    if selector.best_weights is not None:
+        _restore(model, selector.best_weights)
+    else:  # select_by: last
+        selector.best_step = step
+    if evals.params.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()
+    kept = next(r for r in history if r["step"] == selector.best_step)
+    return {
+        "select_by": evals.params.select_by,
+        "steps_run": step,
+        "best_step": selector.best_step,
+        "stopped_early": stopped_early,
+        **{k: _round(v) for k, v in kept.items() if k != "step"},
+        "initial_dev_score": _round(history[0].get("dev_score")),
+        "final_dev_score": _round(history[-1].get("dev_score")),
+        "initial_val_loss": _round(history[0].get("val_loss")),
+        "final_val_loss": _round(history[-1].get("val_loss")),
+        "final_train_loss": _round(sum(recent) / len(recent)) if recent else None,
+        **timings,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "frozen_params": frozen,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "device": device.type,
+        "evaluations": [{k: _round(v) if k != "step" else v for k, v in r.items()} for r in history],
+    }
 
 
 def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: list[TextBatch], params, models,
@@ -273,15 +399,9 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
     dev metrics of the kept weights and of step 0 (``initial_dev_score``) and the last evaluation
     (``final_dev_score``), validation losses where measured, final train loss (mean of the last
     ``eval_every`` steps), wall_s, s_per_step (training steps only), eval_s, parameter counts, device.
+    The steps: :func:`_prepare`, :class:`_Evaluations`, :func:`optimisation_step`, :func:`_finish`.
     """
-    if params.steps < 1:
-        raise ValueError("train() needs steps >= 1; steps 0 keeps the base model (see copy_model)")
-    if not train_batches:
-        raise ValueError("no training batches")
-    if params.select_by == "dev" and dev is None:
-        raise ValueError("train.select_by: dev needs the dev set (data/split/dev)")
-    if params.select_by == "val_loss" and not val_batches:
-        raise ValueError("train.select_by: val_loss needs validation batches")
+    _check_inputs(train_batches, val_batches, params, dev)
     device = device or pick_device()
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(params.threads)
@@ -289,92 +409,42 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
         torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     log = _Log(live_dir)
-    selector = Selector(params.select_by, params.patience)
-    history: list[dict] = []
-    eval_s = 0.0
-
-    def evaluate(step: int) -> bool:
-        nonlocal eval_s
-        t = time.perf_counter()
-        record = {"step": step}
-        if dev is not None:
-            record.update(evaluate_dev(enc, dev))
-        if params.select_by == "val_loss":
-            record["val_loss"] = enc.mean_loss(val_batches, params.scale)
-        eval_s += time.perf_counter() - t
-        history.append(record)
-        log.log(**{k.replace("dev_", "dev/").replace("val_loss", "val/loss"): v for k, v in record.items()
-                   if k != "step"})
-        stop = selector.update(step, record, enc.model)
-        if progress:
-            shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
-            print(f"step {step}: {shown} (kept so far: step {selector.best_step})", flush=True)
-        return stop
-
     try:
         torch.manual_seed(seed)
         enc, optimizer, schedule, frozen = _prepare(model_dir, params, models, device)
-        model, tokenizer = enc.model, enc.tokenizer
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        evaluate(0)
+        evals = _Evaluations(enc, dev, val_batches, params, log, progress)
+        trainable = [p for p in enc.model.parameters() if p.requires_grad]
+        evals(0)
         log.next_step()
         recent: list[float] = []
         stopped_early, step = False, 0
-        t_train = time.perf_counter()  # evaluations included; eval_s is taken off below
-        eval_before = eval_s
-        model.train()
+        t_train = time.perf_counter()  # evaluations included; their seconds are taken off below
+        eval_before = evals.seconds
+        enc.model.train()
         for step in range(1, params.steps + 1):
             batch = train_batches[(step - 1) % len(train_batches)]
-            lr = optimizer.param_groups[0]["lr"]
-            loss = enc.loss(batch, params.scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm).item()
-            optimizer.step()
-            schedule.step()
-            recent = (recent + [loss.item()])[-params.eval_every:]
-            log.log(**{"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm})
+            loss, lr, grad_norm = optimisation_step(enc, batch, optimizer, schedule, trainable, params)
+            recent = (recent + [loss])[-params.eval_every:]
+            log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
             if progress and (step == 1 or step % 10 == 0):
-                print(f"step {step}/{params.steps} loss {loss.item():.4f} lr {lr:.2e} "
-                      f"{(time.perf_counter() - t_train - (eval_s - eval_before)) / step:.2f} s/step", flush=True)
+                print(f"step {step}/{params.steps} loss {loss:.4f} lr {lr:.2e} "
+                      f"{(time.perf_counter() - t_train - (evals.seconds - eval_before)) / step:.2f} s/step",
+                      flush=True)
             if step % params.eval_every == 0 or step == params.steps:
-                if evaluate(step) and step < params.steps:
+                if evals(step) and step < params.steps:
                     stopped_early = True
                     log.next_step()
                     break
             log.next_step()
-        train_s = time.perf_counter() - t_train - (eval_s - eval_before)
-        if selector.best_weights is not None:
-            _restore(model, selector.best_weights)
-        else:  # select_by: last
-            selector.best_step = step
-        model.eval()
+        train_s = time.perf_counter() - t_train - (evals.seconds - eval_before)
+        timings = {"wall_s": None, "s_per_step": round(train_s / max(step, 1), 3), "eval_s": round(evals.seconds, 1)}
+        metrics = _finish(enc.model, evals, step, stopped_early, recent, timings, frozen, device)
     finally:
         log.end()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    kept = next(r for r in history if r["step"] == selector.best_step)
-    metrics = {
-        "select_by": params.select_by,
-        "steps_run": step,
-        "best_step": selector.best_step,
-        "stopped_early": stopped_early,
-        **{k: _round(v) for k, v in kept.items() if k != "step"},
-        "initial_dev_score": _round(history[0].get("dev_score")),
-        "final_dev_score": _round(history[-1].get("dev_score")),
-        "initial_val_loss": _round(history[0].get("val_loss")),
-        "final_val_loss": _round(history[-1].get("val_loss")),
-        "final_train_loss": _round(sum(recent) / len(recent)) if recent else None,
-        "wall_s": round(time.perf_counter() - t0, 1),
-        "s_per_step": round(train_s / max(step, 1), 3),
-        "eval_s": round(eval_s, 1),
-        "trainable_params": sum(p.numel() for p in trainable),
-        "frozen_params": frozen,
-        "total_params": sum(p.numel() for p in model.parameters()),
-        "device": device.type,
-        "evaluations": [{k: _round(v) if k != "step" else v for k, v in r.items()} for r in history],
-    }
-    return model, tokenizer, metrics
+    metrics["wall_s"] = round(time.perf_counter() - t0, 1)
+    return enc.model, enc.tokenizer, metrics
 
 
 def _round(x: float | None) -> float | None:

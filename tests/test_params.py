@@ -42,6 +42,8 @@ def test_default_params_are_valid(raw):
     (lambda d: d["score"].update(unseen_languages=["xx"]), "score.unseen_languages: ['xx'] are in no evaluation set"),
     (lambda d: d["dev"].update(fraction=0), "dev.fraction: Input should be greater than 0"),
     (lambda d: d["train"].update(select_by="best"), "train.select_by: invalid choice 'best'"),
+    (lambda d: d["train"].update(precision="fp16"), "train.precision: invalid choice 'fp16'"),
+    (lambda d: d["train"].update(micro_batch=0), "train.micro_batch: Input should be greater than or equal to 1"),
     (lambda d: d["index"].update(device="cuda"), "index.device: 'cuda' needs index.engine: torch"),
     (lambda d: d["index"].update(max_tokens=-1), "index.max_tokens: Input should be greater than or equal to 0"),
     (lambda d: d["index"].update(inter_threads=4, threads=2),

@@ -122,6 +122,52 @@ def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
         text_batches(df.drop(columns="hard_negative"), hard_negatives=True)
 
 
+def test_bf16_and_micro_batches_give_the_fp32_loss(tiny_model):
+    """train.precision / train.micro_batch change rounding and padding only (dropout off here)."""
+    from pipeline.training import DualEncoder, load_encoder
+
+    enc = DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32)
+    enc.model.eval()
+    batch = text_batches_of()[0]
+    with torch.no_grad():
+        ref = enc.loss(batch, 20.0).item()
+        assert enc.loss(batch, 20.0, "fp32", 3).item() == pytest.approx(ref, abs=1e-5)  # padding is masked
+        assert enc.loss(batch, 20.0, "bf16", 3).item() == pytest.approx(ref, rel=0.05, abs=0.02)
+    # gradients flow to float32 weights under bf16 autocast
+    enc.loss(batch, 20.0, "bf16", 3).backward()
+    grads = [p.grad for p in enc.model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_fp32_training_is_deterministic_and_checkpointing_changes_only_memory(tiny_model):
+    params = PARAMS.model_copy(update={"precision": "fp32", "micro_batch": None, "steps": 4})
+    a, _, ma = run(tiny_model, params)
+    b, _, mb = run(tiny_model, params)
+    c, _, mc = run(tiny_model, params.model_copy(update={"gradient_checkpointing": True}))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.allclose(sa[k], sc[k], atol=1e-5) for k in sa)  # the same dropout draws, recomputed
+    assert not c.is_activation_checkpointing  # switched off again before saving
+
+
+def test_snapshot_holds_only_trainable_tensors_and_restores_them_exactly(tiny_model):
+    from pipeline.training import _restore, _snapshot, freeze_word_embeddings, load_encoder
+
+    model, _ = load_encoder(tiny_model, torch.device("cpu"))
+    freeze_word_embeddings(model)
+    snap = _snapshot(model)
+    assert set(snap) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "embeddings.word_embeddings.weight" not in snap
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    assert all(snap[n].data_ptr() != p.data_ptr() for n, p in model.named_parameters() if n in snap)  # copies
+    _restore(model, snap)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_learning_rate_schedule():
     from pipeline.training import warmup_then_decay
 
