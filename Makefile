@@ -32,3 +32,4 @@ test: lint
 bench: setup-dev
 	$(PY) -m benchmarks.encoding_speed
 	$(PY) -m benchmarks.translation_speed
+	$(PY) -m benchmarks.training_speed
