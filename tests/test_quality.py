@@ -172,6 +172,43 @@ def test_roundtrip_resumes_from_finished_chunks_after_a_kill(tmp_path):
     assert len(other.calls) == 4
 
 
+def test_filter_stage_killed_midway_resumes_to_the_same_files(tmp_path, monkeypatch):
+    """A kill during the round trip leaves finished chunks in --work; the rerun reuses them and writes
+    byte-identical outputs to an uninterrupted run's."""
+    from pipeline.params import load_params
+    from pipeline.stages import filter as stage
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = params.model_copy(update={
+        "translate": params.translate.model_copy(update={"targets": {"zh": params.translate.targets["zh"]},
+                                                         "chunk_size": 2}),
+        "filter": FilterParams(roundtrip={"zh": {"model": "argos-zh-en"}}, min_chrf=30.0, check_langid=False)})
+    monkeypatch.setattr(stage, "load_params", lambda: params)
+    rows = [_row(str(i), "en", f"{EN_Q} {i}", f"{EN_P} {i}") for i in range(3)]
+    pd.DataFrame(rows).drop(columns=["src_question", "src_passage"]).to_parquet(tmp_path / "pairs.parquet", index=False)
+    (tmp_path / "tr").mkdir()
+    zh = [_row(str(i), "zh", f"{ZH_Q}{i}", f"{ZH_P}{i}", f"{EN_Q} {i}", f"{EN_P} {i}") for i in range(3)]
+    pd.DataFrame(zh).to_parquet(tmp_path / "tr" / "zh.parquet", index=False)
+    table = {f"{ZH_Q}{i}": f"{EN_Q} {i}" for i in range(3)} | {f"{ZH_P}{i}": f"{EN_P} {i}" for i in range(3)}
+
+    def run(out, translator):
+        monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir, progress: {"zh": translator})
+        stage.main(["--pairs", str(tmp_path / "pairs.parquet"), "--translated", str(tmp_path / "tr"),
+                    "--out", str(tmp_path / out), "--metrics", str(tmp_path / out / "data.json"),
+                    "--work", str(tmp_path / "work")])
+        return {f.name: f.read_bytes() for f in sorted((tmp_path / out).iterdir())}
+
+    whole = run("whole", FakeTranslator(table))
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", KilledTranslator(table, alive=1))
+    assert not (tmp_path / "resumed").exists()
+    assert [f.name for f in (tmp_path / "work" / "zh").iterdir()] == ["chunk-00000.json"]
+    again = FakeTranslator(table)
+    assert run("resumed", again) == whole
+    assert len(again.calls) == 2  # chunks 2 and 3 of the 6 texts; chunk 1 came from the killed run
+    assert not (tmp_path / "work").exists()
+
+
 def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     from pipeline.params import load_params
     from pipeline.stages import filter as stage
