@@ -117,6 +117,15 @@ def headline_metrics(recall_at=(1, 10)) -> tuple[str, ...]:
     return ("mono_map", "cross_map", "multi_map", f"mono_r{lo}", f"cross_r{lo}", f"multi_r{hi}", "multi_rank_distance")
 
 
+def declared_metrics(summary: dict, recall_at=(1, 10)) -> dict:
+    """The part of a :func:`score` summary a DVC experiment table shows: the headline metrics
+    (:func:`headline_metrics`), each also for seen and unseen languages, and the set's size. The rest
+    (mAP@k, every R@k of every setting) stays in the full summary beside the per-query scores."""
+    keep = [k + g for k in headline_metrics(recall_at) for g in ("", "_seen", "_unseen")]
+    keep += ["queries", "pool", "languages"]
+    return {k: summary[k] for k in keep if k in summary}
+
+
 def metric_source(key: str) -> tuple[str, str, str | None]:
     """``(setting, per-query column, group)`` of a summary key ``{setting}_{metric}[_seen|_unseen]``:
     ``multi_map20_seen`` -> ``("multi", "ap@20", "seen")``, ``mono_r1`` -> ``("mono", "r@1", None)``."""

@@ -99,6 +99,14 @@ def test_index_then_score(project):
     score.main(["--dataset", "toy"])
     m = json.loads((project / "metrics/toy.json").read_text())
     assert m["queries"] == 6 and m["pool"] == 8 and m["languages"] == 2
+    # declared metrics: the headline ones (R@1 for mono/cross, R@10 for multi), seen/unseen, the set's size;
+    # everything else (mAP@20, every R@k) in data/scores/<dataset>/summary.json
+    full = json.loads((project / "data/scores/toy/summary.json").read_text())
+    declared = {k + g for k in ("mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10",
+                                "multi_rank_distance") for g in ("", "_seen", "_unseen")}
+    declared |= {"queries", "pool", "languages"}
+    assert set(m) == declared - {"cross_map_seen", "cross_r1_seen"}  # every cross cell here involves unseen de
+    assert {k: full[k] for k in m} == m and full["multi_map20"] >= 0 and "mono_r10" in full
     expected = brute_force_scores(queries, cands, q, pool)
     assert expected["multi_map"] < 1 and expected["cross_map"] < 1  # not a trivial ranking
     for key, value in expected.items():

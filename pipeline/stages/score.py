@@ -1,10 +1,10 @@
 """DVC stage ``score``: LAReQA metrics from the embeddings written by ``index``.
 
-Writes ``metrics/<dataset>.json`` (flat headline metrics: mono / cross / multi mAP, mAP@k, R@k,
-rank distance, each also for seen and unseen languages), ``metrics/<dataset>-languages.csv`` (one
-row per query language, the DVC plots data) and ``data/scores/<dataset>/`` (``per_query.parquet``,
-the AP of every query in every setting, for significance tests; ``cells.csv``, every
-query-language x pool-language cell).
+Writes ``metrics/<dataset>.json`` (the declared DVC metrics: mono / cross / multi mAP, the R@k of
+``score.recall_at``, rank distance, each also for seen and unseen languages), ``metrics/<dataset>-languages.csv``
+(one row per query language, the DVC plots data) and ``data/scores/<dataset>/`` (``summary.json``, every
+metric incl. mAP@k and every R@k of every setting; ``per_query.parquet``, the scores of every query in
+every setting, for the intervals; ``cells.csv``, every query-language x pool-language cell).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_dir, write_csv, write_json
-from ..metrics import score_embeddings
+from ..metrics import declared_metrics, score_embeddings
 from ..params import load_params
 
 
@@ -35,9 +35,10 @@ def main(argv=None) -> None:
     with atomic_dir(Path(args.scores or f"data/scores/{name}")) as tmp:
         per_query.to_parquet(tmp / "per_query.parquet", index=False)
         cells.to_csv(tmp / "cells.csv", index=False, float_format="%.6f")
+        write_json(tmp / "summary.json", summary)
     languages["seen"] = ~languages["lang"].isin(unseen)
     write_csv(Path(args.metrics) / f"{name}-languages.csv", languages)
-    write_json(Path(args.metrics) / f"{name}.json", summary)
+    write_json(Path(args.metrics) / f"{name}.json", declared_metrics(summary, p.recall_at))
     # the time is printed, not stored: metrics/*.json holds only numbers that the same inputs reproduce
     shown = ("mono_map", "cross_map", "multi_map", "multi_rank_distance")
     print(name, {k: v for k, v in summary.items() if k in shown},
