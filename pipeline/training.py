@@ -184,6 +184,28 @@ def forward_embed(enc: DualEncoder, texts: list[str], prefix: str, precision: st
     return nn.functional.normalize(vecs, dim=-1)
 
 
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    A dev evaluation and a training step allocate tensors of different sizes; glibc keeps the freed
+    chunks of one in its arenas where the other cannot always reuse them. Called after each dev
+    evaluation: about 0.1 GB off the train stage's peak here, in milliseconds."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 class _Log:
     """dvclive when a folder is given (no git, no dvc.yaml, no DVC experiment needed), else nothing."""
 
@@ -318,6 +340,7 @@ class _Evaluations:
             record.update(evaluate_dev(self.enc, self.dev))
         if self.params.select_by == "val_loss":
             record["val_loss"] = self.enc.mean_loss(self.val_batches, self.params.scale)
+        release_memory()
         self.seconds += time.perf_counter() - t
         self.history.append(record)
         self.log.log(**{k.replace("dev_", "dev/").replace("val_loss", "val/loss"): v for k, v in record.items()

@@ -168,6 +168,13 @@ def test_snapshot_holds_only_trainable_tensors_and_restores_them_exactly(tiny_mo
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_release_memory_is_safe_to_call_repeatedly():
+    from pipeline.training import release_memory
+
+    release_memory()
+    release_memory()  # glibc's malloc_trim, looked up once; a no-op where there is none
+
+
 def test_learning_rate_schedule():
     from pipeline.training import warmup_then_decay
 
