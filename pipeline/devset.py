@@ -89,7 +89,7 @@ def retrieval_set(dev: pd.DataFrame, languages: list[str]) -> tuple[pd.DataFrame
     queries = []
     context = rows["context"] if "context" in rows.columns else pd.Series([None] * len(rows), index=rows.index)
     for (pid, lang, question, passage), ctx in zip(rows[["pair_id", "lang", "question", "passage"]].itertuples(
-            index=False, name=None), context):
+            index=False, name=None), context, strict=True):
         gold = add(lang, passage)
         for sentence in _paragraph_sentences(ctx, passage):
             add(lang, sentence)

@@ -17,7 +17,8 @@ import json
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -139,7 +140,7 @@ class CTranslate2Translator(ABC):
                     [tokens[i] for i in idx], target_prefix=[prefix] * len(idx) if prefix else None,
                     beam_size=self.beam_size, max_decoding_length=self.max_decoding_length,
                 )
-                for i, res in zip(idx, results):
+                for i, res in zip(idx, results, strict=True):
                     out[i] = res.hypotheses[0]
                 bar.update(len(idx))
         return out
@@ -377,10 +378,11 @@ def translate_pairs(pairs: pd.DataFrame, lang: str, translator: Translator, syst
     en = _english(pairs, where).reset_index(drop=True)
     context = en["context"].fillna("").astype(str)
     unique = list(dict.fromkeys([*en["question"], *en["passage"], *[c for c in context if c.strip()]]))
-    done = dict(zip(unique, translate_resumable(unique, translator, work_dir, chunk_size, fingerprint)))
+    done = dict(zip(unique, translate_resumable(unique, translator, work_dir, chunk_size, fingerprint), strict=True))
     return pd.DataFrame({
         "pair_id": en["pair_id"], "source": en["source"], "lang": lang,
         "question": en["question"].map(done), "passage": en["passage"].map(done),
-        "context": [done[c] if c.strip() else orig for c, orig in zip(context, en["context"])], "system": system,
+        "context": [done[c] if c.strip() else orig for c, orig in zip(context, en["context"], strict=True)],
+        "system": system,
         "src_question": en["question"], "src_passage": en["passage"],
     })[OUT_COLUMNS]
