@@ -196,7 +196,8 @@ class IndexParams(Section):
     max_tokens: int = Field(0, ge=0, le=1_000_000, description="most padded tokens per batch (0: batch_size alone)")
     max_length: int = Field(128, ge=8)
     threads: int = Field(2, ge=1)
-    inter_threads: int = Field(1, ge=1, description="ctranslate2: batches at once, each on threads // inter_threads")
+    inter_threads: int = Field(1, ge=1, le=64, description="ctranslate2: batches at once (at most threads), each "
+                                                           "on threads // inter_threads threads")
     faiss_index: Literal["flat"] = "flat"
     device: Literal["cpu", "cuda"] = Field("cpu", description="torch engine only; ctranslate2 runs on the CPU")
 
@@ -204,9 +205,6 @@ class IndexParams(Section):
     def _engine_device(self):
         if self.device == "cuda" and self.engine != "torch":
             raise ValueError("index.device: 'cuda' needs index.engine: torch (ctranslate2 runs on the CPU here)")
-        if self.inter_threads > self.threads:
-            raise ValueError(f"index.inter_threads ({self.inter_threads}) must not exceed "
-                             f"index.threads ({self.threads})")
         return self
 
 

@@ -46,8 +46,7 @@ def test_default_params_are_valid(raw):
     (lambda d: d["train"].update(micro_batch=0), "train.micro_batch: Input should be greater than or equal to 1"),
     (lambda d: d["index"].update(device="cuda"), "index.device: 'cuda' needs index.engine: torch"),
     (lambda d: d["index"].update(max_tokens=-1), "index.max_tokens: Input should be greater than or equal to 0"),
-    (lambda d: d["index"].update(inter_threads=4, threads=2),
-     "index.inter_threads (4) must not exceed index.threads (2)"),
+    (lambda d: d["index"].update(inter_threads=0), "index.inter_threads: Input should be greater than or equal to 1"),
 ])
 def test_invalid_params_name_the_key(raw, edit, expected):
     d = copy.deepcopy(raw)
