@@ -222,10 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    from .assets import AssetError
+    from .errors import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (AssetError, DataError) as err:  # bad or unreachable inputs: the message says which, no traceback
+        raise SystemExit(f"evaluate: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """Every dataset of ``args`` (see :func:`build_parser`), then ``info.json``."""
     from .encoder import Encoder
     from .params import load_params
 
-    args = build_parser().parse_args(argv)
     params = load_params()
     m, p = params.models, params.index
     out = args.out.resolve()
