@@ -104,3 +104,16 @@ def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
     assert flat["faiss_index"] == "Flat" and flat["index_recall@100_vs_exact"] == 1.0
     assert {p.name: p.stat().st_mtime_ns for p in (project / "eval/work/miracl-en/shards").iterdir()} == stamps
     assert "shard 0: 8 passages encoded" not in capsys.readouterr().err.split("IVF2,Flat")[-1]
+
+
+def test_hub_id_offline_stops_with_one_line(project, monkeypatch):  # noqa: F811
+    """A hub id goes through pipeline.assets.hub_snapshot (safetensors only); the hub is unreachable here, so
+    only its refusal is tested: one line naming the model, nothing written."""
+    from pipeline import evaluate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match=r"evaluate: hub model 'org/no-such-model' \(revision main\) could not be"):
+        evaluate.main(["--model", "org/no-such-model", "--dataset", "toy", "--out", "eval"])
+    with pytest.raises(SystemExit, match="is not a folder"):
+        evaluate.main(["--model", "./missing", "--dataset", "toy", "--out", "eval"])
+    assert not (project / "eval").exists()
