@@ -8,7 +8,8 @@ A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table --
 +- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
 of the differences) or ``verdicts`` (one line per claim of the paper); ``<!-- table all overview -->`` puts every grid's
 verdicts side by side; ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
-``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``).
+``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``);
+``<!-- table training speed -->`` and ``<!-- table encoding speed -->`` are the benchmarks' JSON files.
 tests/test_readme.py runs the check, so a README number that disagrees with its file fails the tests.
 """
 from __future__ import annotations
@@ -151,6 +152,40 @@ def profile_table(path: Path) -> str:
     return _table(["stage", "wall time (s)", "peak RSS (MB)"], rows)
 
 
+def default_table(metrics: Path, dataset: str) -> str:
+    """The offline default's own run: the kept step and the headline metrics of ``metrics/<dataset>.json``."""
+    import json
+
+    scores = json.loads((metrics / f"{dataset}.json").read_text())
+    train = json.loads((metrics / "train.json").read_text())
+    main = [(k, h) for k, h in main_metrics(pd.DataFrame(columns=list(scores)))]
+    row = [f"{train['best_step']} of {train['steps_run']}", _num(train["dev_score"], "")]
+    return _table(["kept step", "dev score"] + [h for _, h in main], [row + [_num(scores[k], k) for k, _ in main]])
+
+
+def speed_table(path: Path) -> str:
+    """A benchmark's configurations side by side: ``metrics/training_speed.json`` (s/step, pairs/s, peak
+    RSS) or ``metrics/encoding_speed.json`` (texts/s, agreement with torch fp32)."""
+    import json
+
+    b = json.loads(path.read_text())
+    if "configs" in b:  # training
+        rows = [[f"`{name}`", ", ".join(f"{k} {v}" for k, v in c["settings"].items()), f"{c['s_per_step']:.2f}",
+                 f"{c['pairs_per_s']:.1f}", f"{c['speedup_vs_baseline']:.2f}x", f"{c['peak_rss_gb']:.2f}"]
+                for name, c in b["configs"].items()]
+        return _table(["configuration", "settings", "s/step", "pairs/s", "vs baseline", "peak RSS (GB)"], rows)
+    rows = [[f"`{name}`", ", ".join(f"{k} {v}" for k, v in e["settings"].items()), f"{e['texts_per_s']:.1f}",
+             f"{e['speedup_vs_torch']:.2f}x", f"{e['min_cosine']:.4f}"] for name, e in b["engines"].items()]
+    table = _table(["engine", "settings", "texts/s", "vs torch fp32", "min cosine to fp32"], rows)
+    full = b.get("full_xquad_r_map")
+    if full:
+        names = [k for k in full if isinstance(full[k], dict) and "mono_map" in full[k]]
+        table += "\n\n" + _table(["all of XQuAD-R, " + full["model"], "mono mAP", "cross mAP", "multi mAP"],
+                                  [[f"`{n}`"] + [f"{full[n][m]:.4f}" for m in ("mono_map", "cross_map", "multi_map")]
+                                   for n in names])
+    return table
+
+
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table}
 
@@ -160,6 +195,10 @@ def render(text: str, grids: Path = GRIDS) -> str:
         grid, kind = m.group(2), m.group(3)
         if kind == "overview":
             return m.group(1) + overview_table(grids) + "\n" + m.group(5)
+        if kind == "default":  # <!-- table xquad-r default -->: metrics/xquad-r.json + metrics/train.json
+            return m.group(1) + default_table(grids.parent, grid) + "\n" + m.group(5)
+        if kind == "speed":  # <!-- table training speed -->: metrics/training_speed.json
+            return m.group(1) + speed_table(grids.parent / f"{grid}_speed.json") + "\n" + m.group(5)
         if kind == "profile":  # <!-- table repro profile -->: metrics/repro-profile.json
             return m.group(1) + profile_table(grids.parent / f"{grid}-profile.json") + "\n" + m.group(5)
         if kind not in KINDS:
