@@ -9,6 +9,10 @@ allocator) is its own:
   before issue 8: each side of a batch in one float32 forward pass, padded to its longest text);
 - ``params.yaml``: the ``train:`` section as it stands (bf16 autocast, length-sorted micro-batches);
 - ``params.yaml + gradient_checkpointing``: the same with activations recomputed in the backward pass.
+- ``bf16 + attention_dropout 0``: bf16, micro-batches of 8 and no attention-probability dropout while
+  training (hidden dropout stays), so that PyTorch's fused SDPA (flash) kernel runs in the training
+  pass too and keeps no float32 attention-probability matrices for the backward pass.
+- ``bf16 + attention_dropout 0 + gradient_checkpointing``: the same with activations recomputed.
 
 Each runs ``--warmup`` optimisation steps (not timed: first-call allocations, oneDNN kernel creation)
 and then ``--steps`` timed steps (:func:`pipeline.training.optimisation_step`: loss, backward, clip,
@@ -34,6 +38,9 @@ CONFIGS = {
     "baseline": {"precision": "fp32", "micro_batch": None, "gradient_checkpointing": False},
     "params.yaml": {},
     "params.yaml + gradient_checkpointing": {"gradient_checkpointing": True},
+    "bf16 + attention_dropout 0": {"precision": "bf16", "micro_batch": 8, "attention_dropout": 0.0},
+    "bf16 + attention_dropout 0 + gradient_checkpointing": {"precision": "bf16", "micro_batch": 8,
+                                                            "attention_dropout": 0.0, "gradient_checkpointing": True},
 }
 
 
@@ -69,7 +76,8 @@ def worker(name: str, steps: int, warmup: int, base: str, batches: str) -> dict:
     s_per_step = sum(times) / len(times)
     pairs = sum(len(b) for b in train_b[warmup:])
     return {
-        "settings": {k: getattr(p, k) for k in ("precision", "micro_batch", "gradient_checkpointing", "threads")},
+        "settings": {k: getattr(p, k) for k in ("precision", "micro_batch", "gradient_checkpointing", "attention_dropout",
+                                                    "threads")},
         "device": device.type,
         "s_per_step": round(s_per_step, 3),
         "pairs_per_s": round(pairs / sum(times), 2),

@@ -92,6 +92,21 @@ def freeze_word_embeddings(model: nn.Module) -> int:
     return weight.numel()
 
 
+def set_attention_dropout(model: nn.Module, p: float) -> int:
+    """Set the attention-probability dropout of every self-attention module to ``p`` for training (the
+    config, and so the saved folder, keep the model's own value; hidden dropout is unchanged). With
+    ``p = 0`` PyTorch's fused SDPA kernel (flash attention on CPU) can run while training, which keeps
+    no float32 attention-probability matrices for the backward pass. Returns the modules changed."""
+    n = 0
+    for m in model.modules():
+        if type(m).__name__.endswith("SelfAttention") and isinstance(getattr(m, "dropout", None), nn.Dropout):
+            m.dropout.p = float(p)
+            n += 1
+    if not n:
+        raise ValueError(f"train.attention_dropout: no self-attention dropout found in {type(model).__name__}")
+    return n
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups over the trainable parameters: biases and LayerNorm weights get no weight decay."""
     no_decay = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
@@ -311,6 +326,8 @@ def _prepare(model_dir, params, models, device):
     """Step 1 of a run: the encoder (embeddings frozen if asked), AdamW and its learning-rate schedule."""
     model, tokenizer = load_encoder(model_dir, device)
     frozen = freeze_word_embeddings(model) if params.freeze_embeddings else 0
+    if getattr(params, "attention_dropout", None) is not None:
+        set_attention_dropout(model, params.attention_dropout)
     if params.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,

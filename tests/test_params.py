@@ -44,7 +44,9 @@ def test_default_params_are_valid(raw):
     (lambda d: d["train"].update(select_by="best"), "train.select_by: invalid choice 'best'"),
     (lambda d: d["train"].update(precision="fp16"), "train.precision: invalid choice 'fp16'"),
     (lambda d: d["train"].update(micro_batch=0), "train.micro_batch: Input should be greater than or equal to 1"),
-    (lambda d: d["index"].update(device="cuda"), "index.device: 'cuda' needs index.engine: torch"),
+    (lambda d: d["train"].update(attention_dropout=1.0), "train.attention_dropout: Input should be less than 1"),
+    (lambda d: d["index"].update(engine="ctranslate2", device="cuda"),
+     "index.device: 'cuda' needs index.engine: torch"),
     (lambda d: d["index"].update(max_tokens=-1), "index.max_tokens: Input should be greater than or equal to 0"),
     (lambda d: d["index"].update(inter_threads=0), "index.inter_threads: Input should be greater than or equal to 1"),
 ])

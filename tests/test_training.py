@@ -150,6 +150,27 @@ def test_fp32_training_is_deterministic_and_checkpointing_changes_only_memory(ti
     assert not c.is_activation_checkpointing  # switched off again before saving
 
 
+def test_attention_dropout_zero_is_set_for_training_only_and_deterministic(tiny_model):
+    """attention_dropout 0: every self-attention dropout is off (SDPA's fused kernel can run), hidden
+    dropout stays, the config (and so the saved folder) keeps the model's value, runs repeat exactly."""
+    from pipeline.training import load_encoder, set_attention_dropout
+
+    model, _ = load_encoder(tiny_model, torch.device("cpu"))
+    assert model.config._attn_implementation == "sdpa"
+    assert set_attention_dropout(model, 0.0) == 2
+    params = PARAMS.model_copy(update={"attention_dropout": 0.0, "steps": 4})
+    a, _, ma = run(tiny_model, params)
+    b, _, mb = run(tiny_model, params)
+    c, _, _ = run(tiny_model, PARAMS.model_copy(update={"steps": 4}))
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and ma["val_loss"] == mb["val_loss"]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # dropout 0.1 of the config otherwise
+    drops = {n: m.p for n, m in a.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert all(p == 0.0 for n, p in drops.items() if n.endswith("attention.self.dropout"))
+    assert any(p == 0.1 for n, p in drops.items() if not n.endswith("attention.self.dropout"))
+    assert a.config.attention_probs_dropout_prob == 0.1
+
+
 def test_snapshot_holds_only_trainable_tensors_and_restores_them_exactly(tiny_model):
     from pipeline.training import _restore, _snapshot, freeze_word_embeddings, load_encoder
 
