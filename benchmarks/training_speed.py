@@ -76,8 +76,8 @@ def worker(name: str, steps: int, warmup: int, base: str, batches: str) -> dict:
     s_per_step = sum(times) / len(times)
     pairs = sum(len(b) for b in train_b[warmup:])
     return {
-        "settings": {k: getattr(p, k) for k in ("precision", "micro_batch", "gradient_checkpointing", "attention_dropout",
-                                                    "threads")},
+        "settings": {k: getattr(p, k) for k in ("precision", "micro_batch", "gradient_checkpointing",
+                                                    "attention_dropout", "threads")},
         "device": device.type,
         "s_per_step": round(s_per_step, 3),
         "pairs_per_s": round(pairs / sum(times), 2),

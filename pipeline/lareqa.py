@@ -22,7 +22,7 @@ Candidate ids are ``{lang}:{article}:{paragraph}:{sentence}``; query ids ``{lang
 from __future__ import annotations
 
 import bisect
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ import pandas as pd
 
 from .errors import DataError, field, read_json
 from .normalize import is_blank
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DataError", "LAReQA", "check_breaks", "dataset_files", "fetch_data_file", "gold_sentence",
            "load_lareqa", "parse_file"]
@@ -181,8 +183,8 @@ def fetch_data_file(name: str, mirror_path: str | None, url: str | None, sha256:
         if not sha256:
             raise DataError(f"{name}: not in the mirror: {local} is missing, and {url} is not pinned: "
                             f"add its sha256 to params.yaml {pin_key}")
-        print(f"{name}: not in the mirror: {local} is missing; downloading {url} (sha256 {sha256[:12]}...)",
-              file=sys.stderr)
+        logger.warning("%s: not in the mirror: %s is missing; downloading %s (sha256 %s...)", name, local, url,
+                       sha256[:12])
     if local is None and url and not sha256:
         raise DataError(f"{name}: {url} is not pinned: add its sha256 to params.yaml {pin_key}")
     return fetch(Asset(name, mirror_path, url, sha256), mirror)

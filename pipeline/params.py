@@ -301,7 +301,6 @@ class ParamsError(ValueError):
 
 def _valid_keys(loc: tuple) -> list[str]:
     """Field names of the section at ``loc`` (dict keys and list indices are stepped over)."""
-    import typing
 
     model: type[BaseModel] = Params
     for part in loc:

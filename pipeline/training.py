@@ -26,6 +26,7 @@ parameters), which keeps AdamW's state small and its update cheap on CPU.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -38,6 +39,8 @@ from torch import nn
 
 from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
 from .loss import info_nce
+
+logger = logging.getLogger(__name__)
 
 # files of a model folder that save_pretrained rewrites or that hold (stale) weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
@@ -329,7 +332,7 @@ def _prepare(model_dir, params, models, device):
     if getattr(params, "attention_dropout", None) is not None:
         set_attention_dropout(model, params.attention_dropout)
     if params.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,
                       params.max_length)
     optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
@@ -365,7 +368,7 @@ class _Evaluations:
         stop = self.selector.update(step, record, self.enc.model)
         if self.progress:
             shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
-            print(f"step {step}: {shown} (kept so far: step {self.selector.best_step})", flush=True)
+            logger.info("step %d: %s (kept so far: step %s)", step, shown, self.selector.best_step)
         return stop
 
 
@@ -403,7 +406,7 @@ def _finish(model: nn.Module, evals: _Evaluations, step: int, stopped_early: boo
     else:  # select_by: last
         selector.best_step = step
     if evals.params.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
     model.eval()
     kept = next(r for r in history if r["step"] == selector.best_step)
     return {
@@ -467,9 +470,8 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
             recent = (recent + [loss])[-params.eval_every:]
             log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
             if progress and (step == 1 or step % 10 == 0):
-                print(f"step {step}/{params.steps} loss {loss:.4f} lr {lr:.2e} "
-                      f"{(time.perf_counter() - t_train - (evals.seconds - eval_before)) / step:.2f} s/step",
-                      flush=True)
+                logger.info("step %d/%d loss %.4f lr %.2e %.2f s/step", step, params.steps, loss, lr,
+                            (time.perf_counter() - t_train - (evals.seconds - eval_before)) / step)
             if step % params.eval_every == 0 or step == params.steps:
                 if evals(step) and step < params.steps:
                     stopped_early = True

@@ -20,7 +20,8 @@ def test_default_params_are_valid(raw):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (lambda d: d["sampling"].update(mode="xz"), "sampling.mode: invalid choice 'xz'; valid values: 'xx', 'xy' or 'hybrid'"),
+    (lambda d: d["sampling"].update(mode="xz"),
+     "sampling.mode: invalid choice 'xz'; valid values: 'xx', 'xy' or 'hybrid'"),
     (lambda d: d["train"].update(stepz=3), "train.stepz: unknown key; valid keys here:"),
     (lambda d: d["index"].update(batch_size="many"), "index.batch_size: Input should be a valid integer"),
     (lambda d: d["sampling"].update(alpha=1.5), "sampling.alpha: Input should be less than or equal to 1"),

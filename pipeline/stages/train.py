@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -111,4 +112,5 @@ def run(args, params, dev: DevSet, live: Path | None) -> dict:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # training progress from pipeline.training
     main()
