@@ -39,6 +39,7 @@ from torch import nn
 
 from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
 from .loss import info_nce
+from .st_format import write_st_folder
 
 logger = logging.getLogger(__name__)
 
@@ -493,10 +494,13 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
-def save_encoder(model, base_dir: str | Path, out_dir: str | Path, info: dict | None = None) -> None:
+def save_encoder(model, base_dir: str | Path, out_dir: str | Path, info: dict | None = None,
+                 max_seq_length: int | None = None) -> None:
     """Write ``model`` to ``out_dir`` as a HF folder (config + model.safetensors) with the base folder's
     tokenizer and other files copied byte for byte (re-saving a tokenizer through another class can
-    lose its normaliser); weight files of the base are not copied. ``info`` goes to ``training.json``."""
+    lose its normaliser); weight files of the base are not copied. ``info`` goes to ``training.json``;
+    with ``max_seq_length`` and ``info['params']`` the folder also gets the sentence-transformers files
+    and a model card (:mod:`pipeline.st_format`)."""
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir))  # transformers 5 always writes safetensors
     if not (out_dir / "model.safetensors").exists() and not list(out_dir.glob("model-*.safetensors")):
@@ -507,8 +511,17 @@ def save_encoder(model, base_dir: str | Path, out_dir: str | Path, info: dict | 
             shutil.copy2(f, out_dir / f.name)
     if info is not None:
         (out_dir / "training.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if max_seq_length and "params" in info:
+            write_st_folder(out_dir, info, max_seq_length)
 
 
-def copy_model(base_dir: str | Path, out_dir: str | Path) -> None:
-    """Copy a model folder unchanged (``steps: 0``, the untrained baseline)."""
+def copy_model(base_dir: str | Path, out_dir: str | Path, info: dict | None = None,
+               max_seq_length: int | None = None) -> None:
+    """Copy a model folder unchanged (``steps: 0``, the untrained baseline); ``info`` and
+    ``max_seq_length`` as in :func:`save_encoder` (weights and tokenizer stay as they were)."""
     shutil.copytree(base_dir, out_dir, dirs_exist_ok=True)
+    out_dir = Path(out_dir)
+    if info is not None:
+        (out_dir / "training.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if max_seq_length and "params" in info:
+            write_st_folder(out_dir, info, max_seq_length)

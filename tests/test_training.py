@@ -309,6 +309,8 @@ def test_stages_assemble_and_train_outside_git(tiny_model, tmp_path, monkeypatch
     from transformers import AutoModel
 
     AutoModel.from_pretrained(out, add_pooling_layer=False)  # loads as a plain HF folder
+    assert (out / "modules.json").exists() and f"step {m['best_step']} kept" in (out / "README.md").read_text()
+    assert set(info["params"]) == {"models", "sampling", "train", "seed", "languages"} and info["inputs_md5"]
 
 
 def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):
@@ -323,8 +325,14 @@ def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):
     dev.pool.to_parquet(tmp_path / "data/split/dev/pool.parquet")
     train.main(["--base", str(tiny_model)])  # no batches needed
     out = tmp_path / "models/trained"
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in tiny_model.iterdir())
-    assert all((out / p.name).read_bytes() == p.read_bytes() for p in tiny_model.iterdir())
+    added = {"1_Pooling", "2_Normalize", "modules.json", "sentence_bert_config.json",  # pipeline.st_format
+             "config_sentence_transformers.json", "README.md", "training.json"}
+    assert {p.name for p in out.iterdir()} == {p.name for p in tiny_model.iterdir()} | added
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in tiny_model.iterdir() if p.name not in added)
     m = json.loads((tmp_path / "metrics/train.json").read_text())
     assert m["steps_run"] == 0 and m["select_by"] == "untrained" and 0 < m["dev_score"] <= 1
+    info = json.loads((out / "training.json").read_text())
+    assert info["params"]["seed"] == info["seed"] and set(info["inputs_md5"]) == {
+        "data/split/dev/pool.parquet", "data/split/dev/queries.parquet"}
+    assert "untrained base model" in (out / "README.md").read_text()
     assert (tmp_path / "dvclive/train/plots/metrics").is_dir()

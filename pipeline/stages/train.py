@@ -4,7 +4,8 @@ Reads ``models/base/`` (a Hugging Face folder), ``data/batches/{train,val}.parqu
 ``data/split/dev/`` and ``params.train``, ``params.models`` and ``seed``; trains with
 :func:`pipeline.training.train`, keeps the checkpoint ``train.select_by`` chooses, and writes it to
 ``models/trained/`` atomically: config, model.safetensors, the base folder's tokenizer files unchanged
-and ``training.json`` (params, the kept step and every evaluation). Logs per-step curves with dvclive
+and ``training.json`` (params, input md5s, git revision, the kept step and every evaluation), plus
+sentence-transformers files and a model card (:mod:`pipeline.st_format`). Logs per-step curves with dvclive
 under ``dvclive/train/`` and writes ``metrics/train.json`` (flat: the rule, the kept step, its dev
 scores). Timings vary run to run, so they go to ``logs/train.json`` (not tracked): the tracked files
 are identical for identical runs. ``train.steps: 0`` copies ``models/base`` unchanged (the untrained
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +29,7 @@ import pandas as pd
 from ..io import atomic_dir, write_json
 from ..lareqa import dataset_files
 from ..params import load_params
+from ..st_format import git_revision
 from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, pick_device, save_encoder,
                         text_batches, train)
 
@@ -39,17 +42,41 @@ def check_evaluation_sets(params) -> None:
         dataset_files(params.datasets[name], params.mirror_path)
 
 
-def untrained(base: str, params, dev: DevSet, out: str) -> dict:
+def untrained(base: str, params, dev: DevSet, out: str, batches: str = "data/batches",
+              dev_dir: str = "data/split/dev") -> dict:
     """``steps: 0``: the base model unchanged, scored on the dev set like a trained run's step 0."""
     device = pick_device(params.train.device)
     model, tokenizer = load_encoder(base, device)
     m = params.models
     scores = evaluate_dev(DualEncoder(model, tokenizer, m.query_prefix, m.passage_prefix, m.pooling,
                                       params.train.max_length), dev)
+    metrics = {"select_by": "untrained", "steps_run": 0, "best_step": 0, "stopped_early": False,
+               **{k: round(v, 6) for k, v in scores.items()}}
     with atomic_dir(out) as tmp:
-        copy_model(base, tmp)
-    return {"select_by": "untrained", "steps_run": 0, "best_step": 0, "stopped_early": False,
-            **{k: round(v, 6) for k, v in scores.items()}}
+        copy_model(base, tmp, model_info(params, base, batches, dev_dir, metrics), params.index.max_length)
+    return metrics
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_info(params, base: str, batches: str, dev_dir: str, metrics: dict) -> dict:
+    """What made the model (``training.json`` and the model card): params sections, input md5s, git revision."""
+    inputs = sorted([*Path(batches).glob("*.parquet"), *Path(dev_dir).glob("*.parquet")])
+    return {"base": str(base), "seed": params.seed, "train": params.train.model_dump(),
+            "prefixes": [params.models.query_prefix, params.models.passage_prefix],
+            "pooling": params.models.pooling,
+            "params": {"models": params.models.model_dump(), "sampling": params.sampling.model_dump(),
+                       "train": params.train.model_dump(), "seed": params.seed,
+                       "languages": list(params.languages)},
+            "inputs_md5": {p.as_posix(): file_md5(p) for p in inputs},
+            "sources": [s.name for s in params.gather.sources], "git_revision": git_revision(),
+            **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
 
 
 def main(argv=None) -> None:
@@ -89,7 +116,7 @@ def run(args, params, dev: DevSet, live: Path | None) -> dict:
     p = params.train
     t0 = time.perf_counter()
     if p.steps == 0:
-        metrics = untrained(args.base, params, dev, args.out)
+        metrics = untrained(args.base, params, dev, args.out, args.batches, args.dev)
         if live:  # dvclive's summary of a run without steps: the dev scores at step 0
             write_json(live / "metrics.json", {"dev": {k[4:]: v for k, v in metrics.items() if k.startswith("dev_")},
                                                "step": 0})
@@ -102,12 +129,9 @@ def run(args, params, dev: DevSet, live: Path | None) -> dict:
         model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=live,
                                   device=device, dev=dev)
         history = metrics.pop("evaluations")
-        info = {"base": str(args.base), "seed": params.seed, "train": p.model_dump(),
-                "prefixes": [params.models.query_prefix, params.models.passage_prefix],
-                "pooling": params.models.pooling, "evaluations": history,
-                **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
+        info = {**model_info(params, args.base, args.batches, args.dev, metrics), "evaluations": history}
         with atomic_dir(args.out) as tmp:
-            save_encoder(model, args.base, tmp, info)
+            save_encoder(model, args.base, tmp, info, params.index.max_length)
     return metrics
 
 
