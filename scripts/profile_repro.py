@@ -2,6 +2,7 @@
 
     python -m scripts.profile_repro              # dvc repro -f (every stage runs), then a no-op dvc repro
     python -m scripts.profile_repro --no-force   # dvc repro as it is (only what changed runs)
+    python -m scripts.profile_repro --noop-only  # only re-measure the no-op dvc repro of an up-to-date workspace
 
 Runs ``dvc repro`` and looks at the processes under it every ``--interval`` seconds. A stage is the
 process whose command line is ``python -m pipeline.stages.<name>`` (``translate@<lang>``,
@@ -93,9 +94,21 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-force", action="store_true", help="run `dvc repro` without -f")
     ap.add_argument("--interval", type=float, default=0.2, help="seconds between looks at the processes")
+    ap.add_argument("--noop-only", action="store_true", help="update noop_repro_s of --out only")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     dvc = [sys.executable, "-m", "dvc", "repro"]
+    if args.noop_only:
+        status = subprocess.run([sys.executable, "-m", "dvc", "status", "--quiet"], cwd=ROOT)
+        if status.returncode:
+            raise SystemExit("dvc status: the workspace is not up to date, so dvc repro would not be a no-op")
+        t = time.perf_counter()
+        subprocess.run(dvc, cwd=ROOT, check=True, capture_output=True)
+        out = json.loads(Path(args.out).read_text())
+        out["noop_repro_s"] = round(time.perf_counter() - t, 1)
+        write_json(args.out, out)
+        print(f"no-op dvc repro {out['noop_repro_s']} s")
+        return
     run = profile(dvc if args.no_force else dvc + ["-f"], args.interval)
     t = time.perf_counter()
     subprocess.run(dvc, cwd=ROOT, check=True, capture_output=True)
