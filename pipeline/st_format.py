@@ -85,12 +85,17 @@ def write_sentence_transformers_files(out_dir: str | Path, pooling: str, query_p
 
 
 def git_revision() -> str:
-    """``git rev-parse HEAD`` of the working directory, or ``"unknown"``."""
+    """The git tree hash of ``pipeline/`` at HEAD (``+modified`` when it has uncommitted changes), or
+    ``"unknown"``. The tree of the code, not the commit: a commit that only records this run's dvc.lock
+    and metrics leaves it unchanged, so identical runs at later commits write identical model folders."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip() or "unknown"
+        tree = subprocess.run(["git", "rev-parse", "HEAD:pipeline"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pipeline"], capture_output=True, text=True,
+                               check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (tree + ("+modified" if dirty else "")) or "unknown"
 
 
 def model_card(info: dict) -> str:
@@ -125,7 +130,7 @@ def model_card(info: dict) -> str:
         f" kept (select_by: {info.get('select_by', 'unknown')}) |",
         f"| pooling | {models.get('pooling', 'mean')}, L2-normalised |",
         f"| prompts | query `{q!r}`, passage `{p!r}` |",
-        f"| git revision | `{info.get('git_revision', 'unknown')}` |",
+        f"| code (git tree of `pipeline/`) | `{info.get('git_revision', 'unknown')}` |",
         "",
         "## Metrics (the pipeline's dev set, `data/split/dev`, mAP)",
         "",
