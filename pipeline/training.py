@@ -471,8 +471,9 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
             recent = (recent + [loss])[-params.eval_every:]
             log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
             if progress and (step == 1 or step % 10 == 0):
-                logger.info("step %d/%d loss %.4f lr %.2e %.2f s/step", step, params.steps, loss, lr,
-                            (time.perf_counter() - t_train - (evals.seconds - eval_before)) / step)
+                per_step = (time.perf_counter() - t_train - (evals.seconds - eval_before)) / step
+                logger.info("step %d/%d loss %.4f lr %.2e %.2f s/step, ETA %s", step, params.steps, loss, lr,
+                            per_step, eta(params.steps - step, per_step, params.eval_every, evals))
             if step % params.eval_every == 0 or step == params.steps:
                 if evals(step) and step < params.steps:
                     stopped_early = True
@@ -488,6 +489,15 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
         torch.use_deterministic_algorithms(deterministic)
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     return enc.model, enc.tokenizer, metrics
+
+
+def eta(steps_left: int, s_per_step: float, eval_every: int, evals: _Evaluations) -> str:
+    """Time left as ``M:SS`` (or ``H:MM:SS``): the steps left at the mean step time so far, plus the
+    evaluations still due at the mean evaluation time so far (an early stop makes it shorter)."""
+    per_eval = evals.seconds / max(len(evals.history), 1)
+    seconds = round(steps_left * s_per_step + math.ceil(steps_left / eval_every) * per_eval)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _round(x: float | None) -> float | None:

@@ -336,3 +336,15 @@ def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):
         "data/split/dev/pool.parquet", "data/split/dev/queries.parquet"}
     assert "untrained base model" in (out / "README.md").read_text()
     assert (tmp_path / "dvclive/train/plots/metrics").is_dir()
+
+
+def test_eta_counts_steps_and_the_evaluations_still_due():
+    from types import SimpleNamespace
+
+    from pipeline.training import eta
+
+    evals = SimpleNamespace(seconds=30.0, history=[{}, {}, {}])  # 3 evaluations so far, 10 s each
+    # 50 steps left at 2 s, evaluations every 20 steps: 3 more (at 20, 40, 50 steps from now) -> 100 + 30 s
+    assert eta(50, 2.0, 20, evals) == "2:10"
+    assert eta(0, 2.0, 20, evals) == "0:00"
+    assert eta(2000, 2.0, 1000, SimpleNamespace(seconds=0.0, history=[])) == "1:06:40"
