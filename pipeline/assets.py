@@ -18,10 +18,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import PipelineError
 from .io import atomic_path
 
 
-class AssetError(RuntimeError):
+class AssetError(PipelineError, RuntimeError):
     """An external asset is missing or does not match its checksum."""
 
 

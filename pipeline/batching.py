@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .errors import PipelineError
+
 BATCH_COLUMNS = ["batch_id", "position", "kind", "pair_id", "query_lang", "passage_lang", "query", "passage"]
 REQUIRED_COLUMNS = ["pair_id", "lang", "question", "passage"]
 
@@ -41,7 +43,7 @@ REQUIRED_COLUMNS = ["pair_id", "lang", "question", "passage"]
 TRAIN_STREAM, VAL_STREAM = 1, 2
 
 
-class BatchingError(ValueError):
+class BatchingError(PipelineError, ValueError):
     """The pair table cannot give the batches asked for; the message says why."""
 
 
@@ -282,6 +284,18 @@ def validation_batch_count(val: pd.DataFrame, batch_size: int) -> int:
     return max(1, math.ceil(len(val) / batch_size))
 
 
+def check_languages(train: pd.DataFrame, languages: list[str]) -> None:
+    """Every training language needs two or more training pairs (one X-X batch); a language of
+    ``languages`` without them is an error naming it, never silently left out of the batches."""
+    counts = train["lang"].value_counts()
+    short = {lang: int(counts.get(lang, 0)) for lang in languages if counts.get(lang, 0) < 2}
+    if short:
+        listed = ", ".join(f"{lang!r} has {n}" for lang, n in short.items())
+        raise BatchingError(f"languages: {listed} training pairs (2 or more needed); give the language a source "
+                            "(gather.sources) or a translation target (translate.targets), or remove it from "
+                            "languages")
+
+
 def assemble(train: pd.DataFrame, dev: pd.DataFrame, languages: list[str], sampling, seed: int
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training batches from ``train`` and validation-loss batches from ``dev`` for ``params.sampling``.
@@ -295,6 +309,7 @@ def assemble(train: pd.DataFrame, dev: pd.DataFrame, languages: list[str], sampl
     dev = dev.loc[dev["lang"].isin(languages)]
     if train.empty:
         raise BatchingError(f"no training pairs in the training languages {languages}")
+    check_languages(train, languages)
     alpha = mode_alpha(sampling.mode, sampling.alpha)
     train_batches = hybrid_batches(train, languages, sampling.batches, sampling.batch_size, alpha,
                                    generator(seed, TRAIN_STREAM), sampling.language_weights)

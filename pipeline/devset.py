@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .errors import PipelineError
 from .text import sentence_spans
 
 QUERY_COLUMNS = ["qid", "id", "lang", "text", "gold"]
@@ -31,7 +32,7 @@ SPLIT_STREAM = 0
 DEV_METRICS = ("mono_map", "cross_map", "multi_map")
 
 
-class DevSetError(ValueError):
+class DevSetError(PipelineError, ValueError):
     """The pairs cannot give a dev set (too few ids or languages); the message says why."""
 
 

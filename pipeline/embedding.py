@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import console
+
 
 def tokenize(tokenizer, texts: list[str], prefix: str, max_length: int) -> list[list[int]]:
     """Token ids of ``prefix + text`` for each text, special tokens added, truncated to ``max_length``."""
@@ -90,11 +92,9 @@ def encode_ids(ids: list[list[int]], embed_batch: Callable[[list[list[int]]], np
     ``embed_batch`` maps the ids of one batch to pooled, not normalised, vectors. With ``workers`` > 1
     that many batches run at once on threads (for engines that release the GIL).
     """
-    from tqdm.auto import tqdm
-
     batches = length_batches([len(x) for x in ids], batch_size, max_tokens)
     out = None
-    with tqdm(total=len(ids), desc=desc, unit="text", disable=not progress, mininterval=5) as bar:
+    with console.progress(len(ids), desc, "texts", enabled=progress) as bar:
         def results():
             if workers <= 1:
                 for idx in batches:

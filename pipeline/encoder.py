@@ -8,13 +8,14 @@ from the same folder.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .embedding import encode_ids, forward_pooled, length_mask, normalise, pad, pool, tokenize
 
-__all__ = ["Encoder", "convert_to_ctranslate2", "normalise"]
+__all__ = ["Encoder", "convert_to_ctranslate2", "ct2_cache_dir", "model_fingerprint", "normalise"]
 
 
 def _cpu_has_avx512() -> bool:
@@ -93,29 +94,50 @@ class Encoder:
         return encode_ids(ids, self._batch, self.batch_size, self.max_tokens, self.workers, self.progress, desc)
 
 
-def convert_to_ctranslate2(model_dir, out_dir=None, quantization: str = "int8"):
-    """Convert a BERT-style HF folder to a CTranslate2 ``Encoder`` folder (cached beside it).
+def model_fingerprint(model_dir, quantization: str) -> dict:
+    """What a converted folder depends on: the sha256 of every file of ``model_dir`` (weights, config,
+    tokenizer), the quantization and the CTranslate2 version. Equal folders give equal fingerprints
+    wherever they are, and any change of content gives another."""
+    import ctranslate2
 
+    from .assets import sha256_of
+
+    files = {f.name: sha256_of(f) for f in sorted(Path(model_dir).iterdir()) if f.is_file()}
+    return {"files": files, "quantization": quantization, "ctranslate2": ctranslate2.__version__}
+
+
+def ct2_cache_dir(fingerprint: dict) -> Path:
+    """``<pipeline cache>/ctranslate2-encoders/<content hash>-<quantization>``: one copy per distinct model,
+    shared by every run and queued experiment that encodes it (``PIPELINE_CACHE`` moves the cache)."""
+    import hashlib
+    import json
+
+    from .assets import cache_root
+
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_root() / "ctranslate2-encoders" / f"{digest}-{fingerprint['quantization']}"
+
+
+def convert_to_ctranslate2(model_dir, out_dir=None, quantization: str = "int8"):
+    """Convert a BERT-style HF folder to a CTranslate2 ``Encoder`` folder, once per content.
+
+    ``out_dir`` defaults to :func:`ct2_cache_dir` of the folder's :func:`model_fingerprint`; a folder
+    whose ``source.json`` holds the same fingerprint is reused, not converted again.
     CTranslate2 4.8's converter reads ``position_embedding_type`` from the config, which
     transformers 5 no longer writes: the key is added to a copy of the config before converting.
     """
     import json
     import shutil
     import tempfile
-    from pathlib import Path
 
     import ctranslate2
 
     from .io import atomic_dir
 
     model_dir = Path(model_dir)
-    out_dir = Path(out_dir) if out_dir else Path(tempfile.gettempdir()) / "mdr-ct2" / (
-        model_dir.resolve().as_posix().strip("/").replace("/", "_") + f"-{quantization}")
+    fingerprint = model_fingerprint(model_dir, quantization)
+    out_dir = Path(out_dir) if out_dir else ct2_cache_dir(fingerprint)
     stamp = out_dir / "source.json"
-    source_cfg = (model_dir / "config.json").read_text()
-    weights = model_dir / "model.safetensors"
-    fingerprint = {"config": source_cfg, "weights_size": weights.stat().st_size,
-                   "weights_mtime": weights.stat().st_mtime_ns, "quantization": quantization}
     if stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
         return out_dir
     with tempfile.TemporaryDirectory() as tmp:

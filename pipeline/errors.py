@@ -9,7 +9,12 @@ import json
 from pathlib import Path
 
 
-class DataError(ValueError):
+class PipelineError(Exception):
+    """An expected error, not a bug: bad input data, a missing asset, invalid params. Its message says
+    what is wrong and where; :func:`pipeline.console.run` shows it as one line, without a traceback."""
+
+
+class DataError(PipelineError, ValueError):
     """Malformed input; the message names the file, the record and the field."""
 
 

@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", required=True, help="a Hugging Face folder or a hub id (safetensors only)")
     ap.add_argument("--revision", help="hub revision of --model (default: main)")
     ap.add_argument("--dataset", action="append", required=True,
-                    help="a key of params.yaml datasets (xquad-r, mlqa-r) or miracl:<lang>; repeatable")
+                    help="a key of params.yaml datasets (xquad-r, mlqa-r), miracl:<lang>, or miracl (every "
+                         "language of params.yaml miracl.languages); repeatable")
     ap.add_argument("--out", required=True, type=Path, help="output folder (never metrics/)")
     ap.add_argument("--query-prefix", help='e.g. "query: "')
     ap.add_argument("--passage-prefix", help='e.g. "passage: "')
@@ -208,28 +209,42 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--languages", nargs="+", help="LAReQA: evaluate only these languages of each set")
     ap.add_argument("--run-depth", type=int, default=100, help="k of the top-k run written (default 100)")
     ap.add_argument("--tag", help="run tag of run.trec (default: the model folder's name)")
-    g = ap.add_argument_group("MIRACL")
+    g = ap.add_argument_group("MIRACL (settings left out default to params.yaml's miracl section)")
     g.add_argument("--miracl-dir", type=Path, help="a local copy in MIRACL's layout (default: the hub, online)")
     g.add_argument("--miracl-corpus-dir", type=Path, help="where miracl-corpus-v1.0-<lang>/ is (default: --miracl-dir)")
-    g.add_argument("--miracl-split", default="dev")
-    g.add_argument("--faiss-index", default="Flat", help='FAISS index factory string, e.g. "IVF4096,PQ32" or "HNSW32"')
+    g.add_argument("--miracl-split")
+    g.add_argument("--faiss-index", help='FAISS index factory string, e.g. "IVF4096,PQ32" or "HNSW32"')
     g.add_argument("--search-params", help='FAISS search settings, e.g. "nprobe=32" or "efSearch=256"')
-    g.add_argument("--train-size", type=int, default=100_000, help="vectors sampled to train the index")
-    g.add_argument("--shard-size", type=int, default=100_000, help="passages per resumable corpus shard")
-    g.add_argument("--recall-sample", type=int, default=1000, help="queries for the index's recall vs exact search")
+    g.add_argument("--train-size", type=int, help="vectors sampled to train the index")
+    g.add_argument("--shard-size", type=int, help="passages per resumable corpus shard")
+    g.add_argument("--recall-sample", type=int, help="queries for the index's recall vs exact search")
     g.add_argument("--work", type=Path, help="corpus shards (default: <out>/work/<dataset>); kept for reruns")
     return ap
 
 
 def main(argv=None) -> None:
-    from .assets import AssetError
-    from .errors import DataError
+    run(build_parser().parse_args(argv))
 
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (AssetError, DataError) as err:  # bad or unreachable inputs: the message says which, no traceback
-        raise SystemExit(f"evaluate: {err}") from None
+
+def expand_datasets(names: list[str], params) -> list[str]:
+    """``--dataset`` values in order: ``miracl`` becomes ``miracl:<lang>`` for each of params.yaml's
+    ``miracl.languages``; an unknown name or MIRACL language is an error naming the valid ones."""
+    from .params import MIRACL_LANGUAGES
+
+    out = []
+    for name in names:
+        if name == "miracl":
+            out += [f"miracl:{lang}" for lang in params.miracl.languages]
+        elif name.startswith("miracl:"):
+            if name.split(":", 1)[1] not in MIRACL_LANGUAGES:
+                raise SystemExit(f"evaluate: {name!r} is not a MIRACL language; valid: {', '.join(MIRACL_LANGUAGES)}")
+            out.append(name)
+        elif name in params.datasets:
+            out.append(name)
+        else:
+            raise SystemExit(f"evaluate: unknown dataset {name!r}; valid: {sorted(params.datasets)}, miracl or "
+                             "miracl:<lang>")
+    return list(dict.fromkeys(out))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -243,9 +258,11 @@ def run(args: argparse.Namespace) -> None:
     committed = (Path.cwd() / "metrics").resolve()
     if out == committed or committed in out.parents:
         raise SystemExit(f"evaluate: --out {args.out} is inside the committed metrics/ folder; choose another")
-    for name in args.dataset:
-        if not name.startswith("miracl:") and name not in params.datasets:
-            raise SystemExit(f"evaluate: unknown dataset {name!r}; valid: {sorted(params.datasets)} or miracl:<lang>")
+    args.dataset = expand_datasets(args.dataset, params)
+    mp = params.miracl
+    for key in ("miracl_split", "faiss_index", "search_params", "train_size", "shard_size", "recall_sample"):
+        if getattr(args, key) is None:
+            setattr(args, key, getattr(mp, key.removeprefix("miracl_")))
     settings = {
         "query_prefix": m.query_prefix if args.query_prefix is None else args.query_prefix,
         "passage_prefix": m.passage_prefix if args.passage_prefix is None else args.passage_prefix,
@@ -294,4 +311,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from . import console
+
+    console.run(main, "evaluate")  # bad or unreachable inputs: one line, no traceback (--verbose for it)

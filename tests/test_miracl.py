@@ -188,3 +188,10 @@ def test_sharded_encoding_refuses_other_settings_or_corpus(tmp_path):
     changed = [("z0", "text")] + passages[1:]
     with pytest.raises(ValueError, match="shard-00000.docids.txt: the docids of this finished shard differ"):
         encode_in_shards(changed, FakeEncoder(), tmp_path / "s", 4, {"model": "m"})
+
+
+def test_params_know_the_miracl_languages():
+    from pipeline.miracl import MTEB_LANGUAGES
+    from pipeline.params import MIRACL_LANGUAGES
+
+    assert MIRACL_LANGUAGES == tuple(sorted(MTEB_LANGUAGES))

@@ -42,6 +42,9 @@ def test_default_params_are_valid(raw):
     (lambda d: d.update(languages=["en", "fr"]), "languages: ['fr'] come from no source"),
     (lambda d: d["score"].update(unseen_languages=["xx"]), "score.unseen_languages: ['xx'] are in no evaluation set"),
     (lambda d: d["dev"].update(fraction=0), "dev.fraction: Input should be greater than 0"),
+    (lambda d: d.update(miracl={"languages": ["en", "xx"]}), "miracl.languages.1: invalid choice 'xx'; valid values: "
+                                                            "'ar', 'bn', 'de'"),
+    (lambda d: d.update(miracl={"languages": []}), "miracl.languages: List should have at least 1 item"),
     (lambda d: d["train"].update(select_by="best"), "train.select_by: invalid choice 'best'"),
     (lambda d: d["train"].update(precision="fp16"), "train.precision: invalid choice 'fp16'"),
     (lambda d: d["train"].update(micro_batch=0), "train.micro_batch: Input should be greater than or equal to 1"),

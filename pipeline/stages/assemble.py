@@ -17,6 +17,7 @@ import pandas as pd
 from ..batching import assemble, batch_statistics
 from ..io import atomic_dir, write_json, write_parquet
 from ..params import load_params
+from .. import console
 
 
 def main(argv=None) -> None:
@@ -41,4 +42,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "assemble")

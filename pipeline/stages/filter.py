@@ -34,6 +34,7 @@ from ..io import write_json, write_parquet
 from ..params import load_params
 from ..quality import filter_pairs, reason_counts, roundtrip_resume, roundtrip_translators
 from ..schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
+from .. import console
 
 
 def _unique_pair_ids(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -139,4 +140,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "filter")

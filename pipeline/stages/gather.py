@@ -28,6 +28,7 @@ from ..lareqa import dataset_files, load_lareqa
 from ..params import load_params
 from ..schema import PAIR_COLUMNS, SOURCE_LANG
 from ..sources import apply_leakage_guard, clean_pairs, evaluation_texts, load_source
+from .. import console
 
 
 def _per_lang(counts: dict, source: str, langs: list[str]) -> dict[str, int]:
@@ -107,4 +108,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "gather")

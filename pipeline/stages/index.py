@@ -22,6 +22,7 @@ from ..io import atomic_dir
 from ..lareqa import dataset_files, load_lareqa
 from ..params import load_params
 from ..retrieval import build_index, search
+from .. import console
 
 RUN_DEPTH = 100
 
@@ -71,4 +72,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "index")

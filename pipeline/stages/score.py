@@ -15,6 +15,7 @@ from pathlib import Path
 from ..io import atomic_dir, write_csv, write_json
 from ..metrics import declared_metrics, score_embeddings
 from ..params import load_params
+from .. import console
 
 
 def main(argv=None) -> None:
@@ -46,4 +47,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "score")

@@ -18,6 +18,7 @@ from ..devset import retrieval_set, split_pairs, statistics
 from ..errors import DataError
 from ..io import atomic_dir, write_parquet
 from ..params import load_params
+from .. import console
 
 
 def main(argv=None) -> None:
@@ -44,4 +45,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "split")

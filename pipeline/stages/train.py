@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..params import load_params
 from ..st_format import git_revision
 from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, pick_device, save_encoder,
                         text_batches, train)
+from .. import console
 
 TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
 
@@ -136,5 +136,4 @@ def run(args, params, dev: DevSet, live: Path | None) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # training progress from pipeline.training
-    main()
+    console.run(main, "train")

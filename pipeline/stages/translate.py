@@ -20,6 +20,7 @@ from ..assets import cache_root
 from ..io import write_parquet
 from ..params import load_params
 from ..translation import build_translator, reference_pairs, translate_pairs
+from .. import console
 
 
 def main(argv=None) -> None:
@@ -56,4 +57,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    console.run(main, "translate")
