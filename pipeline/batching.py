@@ -13,7 +13,7 @@ the in-batch negatives of the loss, so:
 * **hybrid** (:func:`hybrid_batches`): each batch is X-X with probability ``alpha``, else X-Y
   (``mode: xx`` is ``alpha = 1``, ``mode: xy`` is ``alpha = 0``).
 
-No batch holds two rows of one ``pair_id`` or two identical query, passage or hard-negative texts (a
+No batch holds two rows of one ``pair_id`` or two identical query or passage texts (a
 duplicate would be a false negative), as in sentence-transformers' ``NoDuplicatesBatchSampler``.
 Pairs are drawn without replacement: each kind of batch (X-X per language, X-Y) walks through its own
 shuffled list of candidates and reshuffles when it runs out, so every pair is used before any repeats.
@@ -64,12 +64,6 @@ def check_pairs(pairs: pd.DataFrame) -> None:
     empty = (pairs["question"].str.len() == 0) | (pairs["passage"].str.len() == 0)
     if empty.any():
         raise BatchingError(f"pair_id {pairs.loc[empty, 'pair_id'].iloc[0]!r} has an empty question or passage")
-    if "hard_negative" in pairs.columns:
-        bad = pairs["hard_negative"].isna() | (pairs["hard_negative"] == pairs["passage"])
-        if bad.any():
-            row = pairs.loc[bad].iloc[0]
-            raise BatchingError(f"pair_id {row['pair_id']!r} ({row['lang']}): hard_negative is missing or "
-                                "equals the passage")
 
 
 class _Cycle:
@@ -112,8 +106,7 @@ class PairPool:
         rows = pairs.loc[pairs["lang"].isin(languages)].sort_values(["pair_id", "lang"], kind="stable")
         rows = rows.reset_index(drop=True)
         pool = cls(rows, list(languages), rng)
-        pool.columns = {c: rows[c].tolist() for c in ["pair_id", "lang", "question", "passage", "hard_negative"]
-                        if c in rows.columns}
+        pool.columns = {c: rows[c].tolist() for c in ["pair_id", "lang", "question", "passage"]}
         for i, (pid, lang) in enumerate(zip(rows["pair_id"].tolist(), rows["lang"].tolist(), strict=True)):
             pool.by_lang.setdefault(lang, []).append(i)
             pool.by_pair.setdefault(pid, {})[lang] = i
@@ -149,17 +142,14 @@ class PairPool:
 class _Batch:
     """Rows of one batch being filled, with the texts and pair_ids already in it."""
 
-    def __init__(self, has_negatives: bool):
+    def __init__(self):
         self.rows: list[dict] = []
         self.pair_ids, self.queries, self.passages = set(), set(), set()
-        self.has_negatives = has_negatives
 
-    def clash(self, pair_id, query: str, passage: str, negative: str | None) -> str | None:
+    def clash(self, pair_id, query: str, passage: str) -> str | None:
         if pair_id in self.pair_ids:
             return "pair_id"
-        if query in self.queries:
-            return "text"
-        if passage in self.passages or (negative is not None and negative in self.passages):
+        if query in self.queries or passage in self.passages:
             return "text"
         return None
 
@@ -168,8 +158,6 @@ class _Batch:
         self.pair_ids.add(row["pair_id"])
         self.queries.add(row["query"])
         self.passages.add(row["passage"])
-        if self.has_negatives:
-            self.passages.add(row["hard_negative"])
 
 
 def _fill(pool: PairPool, cycle: _Cycle, size: int, make_row) -> list[dict]:
@@ -178,11 +166,10 @@ def _fill(pool: PairPool, cycle: _Cycle, size: int, make_row) -> list[dict]:
     The queue never holds more than two cycles' worth, so ``3 * len(cycle)`` draws in a row without
     a fit have tried every candidate.
     """
-    has_neg = "hard_negative" in pool.rows.columns
-    batch, skipped, misses = _Batch(has_neg), [], 0
+    batch, skipped, misses = _Batch(), [], 0
     while len(batch.rows) < size and misses < 3 * len(cycle):
         row = make_row(cycle.next())
-        why = batch.clash(row["pair_id"], row["query"], row["passage"], row.get("hard_negative"))
+        why = batch.clash(row["pair_id"], row["query"], row["passage"])
         if why is None:
             batch.add(row)
             misses = 0
@@ -200,8 +187,6 @@ def _row(pool: PairPool, item, q_row: int, p_row: int) -> dict:
     c = pool.columns
     out = {"pair_id": c["pair_id"][q_row], "query_lang": c["lang"][q_row], "passage_lang": c["lang"][p_row],
            "query": c["question"][q_row], "passage": c["passage"][p_row], "_item": item}
-    if "hard_negative" in c:
-        out["hard_negative"] = c["hard_negative"][p_row]
     return out
 
 
@@ -250,7 +235,7 @@ def hybrid_batches(pairs: pd.DataFrame, languages: list[str], n_batches: int, ba
 
     With ``exact_share`` exactly ``round(alpha * n_batches)`` batches are X-X, in random order (used
     for the few validation batches, so that their mix does not depend on luck).
-    Returns a DataFrame with :data:`BATCH_COLUMNS` (+ ``hard_negative`` when ``pairs`` has one).
+    Returns a DataFrame with :data:`BATCH_COLUMNS`.
     """
     pool = PairPool.from_pairs(pairs, languages, rng)
     xx_langs = pool.xx_languages
@@ -274,8 +259,7 @@ def hybrid_batches(pairs: pd.DataFrame, languages: list[str], n_batches: int, ba
         for pos, row in enumerate(rows):
             row.pop("_item")
             out.append({"batch_id": b, "position": pos, "kind": "xx" if is_xx else "xy", **row})
-    columns = BATCH_COLUMNS + (["hard_negative"] if "hard_negative" in pool.rows.columns else [])
-    df = pd.DataFrame(out, columns=columns)
+    df = pd.DataFrame(out, columns=BATCH_COLUMNS)
     return df.astype({"batch_id": "int64", "position": "int64"})
 
 
@@ -294,6 +278,26 @@ def check_languages(train: pd.DataFrame, languages: list[str]) -> None:
         raise BatchingError(f"languages: {listed} training pairs (2 or more needed); give the language a source "
                             "(gather.sources) or a translation target (translate.targets), or remove it from "
                             "languages")
+
+
+def with_hard_negatives(batches: pd.DataFrame, picker) -> tuple[pd.DataFrame, int]:
+    """``batches`` plus ``hard_negatives`` and ``negative_langs`` (a list per row) chosen by ``picker``
+    (:class:`pipeline.mining.NegativePicker`) batch by batch (:func:`pipeline.mining.attach_negatives`:
+    never gold for a row of the batch, never a duplicate text). Rows and order are unchanged.
+    Returns the table and the number of candidates left out by the batch guard."""
+    from .mining import attach_negatives
+
+    if not batches[["batch_id", "position"]].apply(tuple, axis=1).is_monotonic_increasing:
+        raise ValueError("batches must be in (batch_id, position) order")
+    texts, langs, dropped = [], [], 0
+    for _, g in batches.groupby("batch_id", sort=True):
+        t, lg, d = attach_negatives(g, picker)
+        texts += t
+        langs += lg
+        dropped += d
+    out = batches.copy()
+    out["hard_negatives"], out["negative_langs"] = texts, langs
+    return out, dropped
 
 
 def assemble(train: pd.DataFrame, dev: pd.DataFrame, languages: list[str], sampling, seed: int
@@ -326,6 +330,7 @@ def batch_statistics(df: pd.DataFrame) -> dict:
     """Flat summary of a batch table: sizes, X-X share, and rows per (query, passage) language pair.
 
     Keys: ``batches``, ``rows``, ``pair_ids`` (distinct), ``xx_batches``, ``xy_batches``, ``xx_share``,
+    (with hard negatives: ``hard_negatives``, ``rows_without_negative``, ``negatives_same_language_as_query``),
     ``short_batches`` (smaller than the largest), ``mean_batch_size``, and ``lang_pair_<q>_<p>`` (rows
     with query language q and passage language p), sorted.
     """
@@ -344,6 +349,11 @@ def batch_statistics(df: pd.DataFrame) -> dict:
         "short_batches": int((sizes < sizes.max()).sum()),
         "mean_batch_size": round(float(sizes.mean()), 3),
     }
+    if "hard_negatives" in df.columns:
+        n_neg = df["hard_negatives"].apply(len)
+        same = [lang == q for q, langs in zip(df["query_lang"], df["negative_langs"], strict=True) for lang in langs]
+        stats.update(hard_negatives=int(n_neg.sum()), rows_without_negative=int((n_neg == 0).sum()),
+                     negatives_same_language_as_query=int(sum(same)))
     pairs = df.groupby(["query_lang", "passage_lang"]).size()
     for (q, p), n in sorted(pairs.items()):
         stats[f"lang_pair_{q}_{p}"] = int(n)

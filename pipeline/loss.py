@@ -11,8 +11,8 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, scale: float = 20.0,
     """Mean InfoNCE loss of queries ``q`` ``(B, H)`` against passages ``p`` ``(B, H)``.
 
     Row ``i`` of ``q`` scores every passage by cosine similarity x ``scale``; the positive is
-    ``p[i]``, the other rows' passages (and, if given, every row's hard negative
-    ``hard_negatives`` ``(B, H)``, appended as ``B`` extra columns) are its negatives. The loss is
+    ``p[i]``, the other rows' passages (and, if given, all of the batch's hard negatives
+    ``hard_negatives`` ``(M, H)``, any number ``M``, appended as ``M`` extra columns) are its negatives. The loss is
     the cross-entropy of each row's scores against its own index. Vectors need not be normalised.
     Computed in float32 whatever the input dtype.
     """
@@ -20,7 +20,7 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, scale: float = 20.0,
         raise ValueError(f"q and p must both be (batch, dim), got {tuple(q.shape)} and {tuple(p.shape)}")
     candidates = p if hard_negatives is None else torch.cat([p, hard_negatives], dim=0)
     if candidates.shape[1] != q.shape[1]:
-        raise ValueError(f"hard_negatives must be (batch, {q.shape[1]}), got {tuple(hard_negatives.shape)}")
+        raise ValueError(f"hard_negatives must be (n, {q.shape[1]}), got {tuple(hard_negatives.shape)}")
     q = F.normalize(q.float(), dim=-1)
     candidates = F.normalize(candidates.float(), dim=-1)
     scores = q @ candidates.T * scale
@@ -33,7 +33,7 @@ class InfoNCELoss(nn.Module):
 
     For a batch of pairs ``(q_1, p_1), ..., (q_n, p_n)`` it assumes ``p_i`` answers ``q_i`` and that
     every ``p_j`` with ``j != i`` does not: for each query it scores all ``n`` passages (and the
-    ``n`` hard negatives, if given) by cosine similarity times ``scale`` and applies cross-entropy
+    batch's hard negatives, if given, however many) by cosine similarity times ``scale`` and applies cross-entropy
     with the positive as the target. This is sentence-transformers' ``MultipleNegativesRankingLoss``
     (InfoNCE, NT-Xent), written for pre-computed embeddings.
 
@@ -53,7 +53,7 @@ class InfoNCELoss(nn.Module):
         +--------------------------------+-------------------------+
         | ``p``: positive passages       | ``(batch, dim)``        |
         +--------------------------------+-------------------------+
-        | ``hard_negatives`` (optional)  | ``(batch, dim)``        |
+        | ``hard_negatives`` (optional)  | ``(n, dim)``, any ``n`` |
         +--------------------------------+-------------------------+
 
         Returns a scalar tensor: the mean loss over the batch.

@@ -171,7 +171,8 @@ class TrainParams(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(128, ge=8)
     scale: float = Field(20.0, gt=0, description="inverse temperature of the cosine similarities")
-    hard_negatives: bool = False
+    hard_negatives: bool = Field(
+        False, description="mine hard negatives (stage mine, params mining) and add them to every training batch")
     freeze_embeddings: bool = True
     select_by: Literal["dev", "last", "val_loss"] = Field(
         "dev", description="dev: best mean of mono/cross/multi mAP on the dev set (the same for every strategy); "
@@ -193,6 +194,32 @@ class TrainParams(Section):
                                       "value); 0 lets the fused SDPA kernel run, which keeps no attention "
                                       "matrices for the backward pass (measured on CPU: -0.19 GB step peak, "
                                       "1.18x the step time; benchmarks/training_speed.py). Hidden dropout stays")
+
+
+class MiningParams(Section):
+    """Hard-negative mining (stage ``mine``, :mod:`pipeline.mining`); used when ``train.hard_negatives`` is true."""
+
+    model: str = Field("models/base", min_length=1,
+                       description="the encoder folder that mines: the base model, or for a second round a "
+                                   "trained model copied elsewhere (models/trained itself would be a cycle)")
+    engine: Literal["ctranslate2", "torch"] = Field(
+        "ctranslate2", description="ctranslate2 int8 (fast; ranking only) or torch float32; index.* batching")
+    rank_range: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = Field(
+        (10, 100), description="[lo, hi]: candidates ranked lo..hi in their language's pool (1 = most similar)")
+    margin: float = Field(0.02, ge=0, le=2, description="a negative scores at most the positive's score minus this")
+    per_pair: int = Field(1, ge=1, le=64, description="hard negatives per batch row (mined per language)")
+    language: Literal["query", "passage", "other", "any"] = Field(
+        "any", description="the negatives' language for a row (query language X, passage language Y): query = X, "
+                           "passage = Y, other = neither, any = any; applied when batches are assembled")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.rank_range[0] > self.rank_range[1]:
+            raise ValueError(f"mining.rank_range: {list(self.rank_range)} must be [lo, hi] with lo <= hi")
+        if self.model.rstrip("/") == "models/trained":
+            raise ValueError("mining.model: models/trained is the train stage's output (a cycle); copy it to "
+                             "another folder for a second round")
+        return self
 
 
 class IndexParams(Section):
@@ -253,6 +280,7 @@ class Params(Section):
     train: TrainParams
     index: IndexParams
     score: ScoreParams
+    mining: MiningParams = MiningParams()
     miracl: MiraclParams = MiraclParams()
 
     @model_validator(mode="after")

@@ -60,13 +60,16 @@ class TextBatch:
 
 
 def text_batches(df: pd.DataFrame, hard_negatives: bool = False) -> list[TextBatch]:
-    """Batches of a batch table (see :data:`pipeline.batching.BATCH_COLUMNS`) in ``batch_id`` order."""
-    if hard_negatives and "hard_negative" not in df.columns:
-        raise ValueError("train.hard_negatives is set but the batches have no 'hard_negative' column")
+    """Batches of a batch table (see :data:`pipeline.batching.BATCH_COLUMNS`) in ``batch_id`` order.
+    With ``hard_negatives`` each batch's ``hard_negatives`` is the flat list of its rows' hard negatives
+    (column ``hard_negatives``, a list per row; any number per row, none included)."""
+    if hard_negatives and "hard_negatives" not in df.columns:
+        raise ValueError("train.hard_negatives is set but the batches have no 'hard_negatives' column "
+                         "(rerun mine and assemble)")
     out = []
     for _, g in df.sort_values(["batch_id", "position"], kind="stable").groupby("batch_id", sort=True):
-        out.append(TextBatch(g["query"].tolist(), g["passage"].tolist(),
-                             g["hard_negative"].tolist() if hard_negatives else None))
+        negs = [str(t) for row in g["hard_negatives"] for t in row] if hard_negatives else None
+        out.append(TextBatch(g["query"].tolist(), g["passage"].tolist(), negs))
     return out
 
 

@@ -19,8 +19,7 @@ from pipeline.params import SamplingParams
 LANGS = ["en", "de", "zh"]
 
 
-def synthetic_pairs(n: int = 120, counts: dict | None = None, shared_passages: bool = True,
-                    hard_negatives: bool = False) -> pd.DataFrame:
+def synthetic_pairs(n: int = 120, counts: dict | None = None, shared_passages: bool = True) -> pd.DataFrame:
     """pair_id i exists in en always, in other languages for i < counts[lang]; pairs 2k and 2k+1
     share their passage text (two questions answered by one sentence)."""
     counts = counts or {"en": n, "de": n, "zh": n * 2 // 3}
@@ -32,8 +31,6 @@ def synthetic_pairs(n: int = 120, counts: dict | None = None, shared_passages: b
             k = i // 2 if shared_passages else i
             row = {"pair_id": f"p{i:04d}", "source": "synthetic", "lang": lang, "question": f"{lang} question {i}",
                    "passage": f"{lang} passage {k}", "context": "", "system": "reference"}
-            if hard_negatives:
-                row["hard_negative"] = f"{lang} distractor {i}"
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -67,13 +64,10 @@ def test_xy_batches_cross_languages_everywhere_and_mix_them():
 
 
 def test_no_duplicate_pair_id_or_text_within_a_batch():
-    pairs = synthetic_pairs(hard_negatives=True)
+    pairs = synthetic_pairs()
     b = batches(pairs, n=200, size=16)
     for _, g in b.groupby("batch_id"):
         assert g["pair_id"].is_unique and g["query"].is_unique and g["passage"].is_unique
-        assert not set(g["hard_negative"]) & set(g["passage"])
-    m = b.merge(pairs, left_on=["pair_id", "passage_lang"], right_on=["pair_id", "lang"])
-    assert (m["hard_negative_x"] == m["hard_negative_y"]).all()  # the passage language's hard negative
 
 
 def test_pairs_are_drawn_without_replacement():

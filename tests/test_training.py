@@ -109,17 +109,35 @@ def test_frozen_embeddings_stay_and_no_decay_groups(tiny_model):
 
 
 def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
-    from pipeline.training import text_batches, train
+    """A batch's hard negatives (any number per row, none included) are extra columns of every query's scores:
+    the training loss equals InfoNCE computed by hand from the separately embedded texts."""
+    from pipeline.loss import info_nce
+    from pipeline.training import DualEncoder, embed_all, load_encoder, text_batches, train
 
-    pairs = pair_table().assign(hard_negative=lambda d: d["passage"].str.replace(" t", " x t", regex=False))
-    df = hybrid_batches(pairs, LANGS, 3, 8, 0.5, generator(1, 1))
+    df = hybrid_batches(pair_table(), LANGS, 3, 8, 0.5, generator(1, 1))
+    df["hard_negatives"] = [[f"{t} x{k}" for k in range(i % 3)] for i, t in enumerate(df["passage"])]
     batches = text_batches(df, hard_negatives=True)
-    assert batches[0].hard_negatives == df.loc[df["batch_id"] == 0, "hard_negative"].tolist()
+    first = df[df["batch_id"] == 0]
+    assert batches[0].hard_negatives == [t for row in first["hard_negatives"] for t in row]
+    assert len(batches[0].hard_negatives) != len(batches[0])  # not one per row
+    enc = DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32)
+    enc.model.eval()
+    b = batches[0]
+    with torch.no_grad():
+        got = enc.loss(b, 20.0).item()
+        q, p, hn = (embed_all(enc, texts, prefix) for texts, prefix in
+                    ((b.queries, enc.query_prefix), (b.passages, enc.passage_prefix),
+                     (b.hard_negatives, enc.passage_prefix)))
+        scores = torch.cat([q @ p.T, q @ hn.T], dim=1) * 20.0  # unit vectors: inner product = cosine
+        by_hand = (torch.logsumexp(scores, dim=1) - scores.diagonal()).mean().item()
+    assert got == pytest.approx(by_hand, abs=1e-4)
+    assert info_nce(q, p, 20.0, hn).item() == pytest.approx(by_hand, abs=1e-4)
+    assert enc.loss(text_batches(df)[0], 20.0).item() < got  # fewer negatives, lower loss
     _, _, m = train(tiny_model, batches, batches[:1], PARAMS.model_copy(update={"steps": 2, "hard_negatives": True}),
                     MODELS, 7, device=torch.device("cpu"), progress=False)
-    assert m["steps_run"] == 2 and m["initial_val_loss"] > 0
-    with pytest.raises(ValueError, match="no 'hard_negative' column"):
-        text_batches(df.drop(columns="hard_negative"), hard_negatives=True)
+    assert m["steps_run"] == 2
+    with pytest.raises(ValueError, match="no 'hard_negatives' column"):
+        text_batches(df.drop(columns="hard_negatives"), hard_negatives=True)
 
 
 def test_bf16_and_micro_batches_give_the_fp32_loss(tiny_model):

@@ -5,6 +5,12 @@ stage; one row per ``(pair_id, lang)``) and ``params.sampling``, ``seed`` and ``
 X-X / X-Y / hybrid batches with :mod:`pipeline.batching`. Writes ``data/batches/train.parquet`` and
 ``data/batches/val.parquet`` (one row per batch row, in training order; byte-identical for equal
 inputs) and ``data/batches/stats.json`` (flat statistics, ``train_*`` and ``val_*``).
+
+With ``train.hard_negatives: true`` each training row also gets ``hard_negatives`` and ``negative_langs``
+(lists): up to ``mining.per_pair`` of the mined candidates (``data/mined/``, stage ``mine``) in the
+languages ``mining.language`` allows, never gold for a row of the same batch
+(:func:`pipeline.batching.with_hard_negatives`). The batches themselves are the same as without them.
+Validation batches (``select_by: val_loss`` only) get none: the dev pairs are not mined.
 """
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..batching import assemble, batch_statistics
+from ..batching import assemble, batch_statistics, with_hard_negatives
+from ..errors import DataError
+from ..mining import NegativePicker
 from ..io import atomic_dir, write_json, write_parquet
 from ..params import load_params
 from .. import console
@@ -23,6 +31,7 @@ from .. import console
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="data/split")
+    ap.add_argument("--mined", default="data/mined")
     ap.add_argument("--out", default="data/batches")
     args = ap.parse_args(argv)
     params = load_params()
@@ -32,6 +41,17 @@ def main(argv=None) -> None:
     out = Path(args.out)
     stats = {"mode": params.sampling.mode, "alpha": params.sampling.alpha,
              "pairs_in": int(len(pairs)), "pair_ids_in": int(pairs["pair_id"].nunique())}
+    if params.train.hard_negatives:
+        mined = Path(args.mined)
+        negatives = pd.read_parquet(mined / "negatives.parquet")
+        groups = pd.read_parquet(mined / "groups.parquet")
+        if negatives.empty:
+            raise DataError(f"assemble: {mined / 'negatives.parquet'} has no candidates; rerun the mine stage with "
+                            "train.hard_negatives: true")
+        picker = NegativePicker(negatives, dict(zip(groups["pair_id"], groups["group"], strict=True)),
+                                params.mining.language, params.mining.per_pair)
+        train, dropped = with_hard_negatives(train, picker)
+        stats.update(negative_policy=params.mining.language, negatives_left_out_in_batch=dropped)
     stats.update({f"train_{k}": v for k, v in batch_statistics(train).items()})
     stats.update({f"val_{k}": v for k, v in batch_statistics(val).items()})
     with atomic_dir(out) as tmp:

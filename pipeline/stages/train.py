@@ -125,7 +125,7 @@ def run(args, params, dev: DevSet, live: Path | None) -> dict:
         device = pick_device(p.device)
         batches = Path(args.batches)
         train_b = text_batches(pd.read_parquet(batches / "train.parquet"), p.hard_negatives)
-        val_b = text_batches(pd.read_parquet(batches / "val.parquet"), p.hard_negatives)
+        val_b = text_batches(pd.read_parquet(batches / "val.parquet"))  # dev pairs are not mined
         model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=live,
                                   device=device, dev=dev)
         history = metrics.pop("evaluations")
