@@ -259,7 +259,7 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
     """The grid's DVC experiments of a run set -> :func:`out_dir` (runs.csv, per-query.parquet)."""
     dataset, _ = dataset_of(grid)
     headline = headline_of(grid)
-    spec = grid_spec(grid, run_set_name)
+    spec = run_set(run_set_name)
     rows, per_query = [], []
     for name, exp in sorted(_experiments().items()):
         parsed = parse_run_name(name, grid, spec["runs"])
@@ -286,7 +286,7 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
     per_query.parquet) -> the same files as :func:`collect`."""
     dataset, _ = dataset_of(grid)
     headline = headline_of(grid)
-    spec = grid_spec(grid, run_set_name)
+    spec = run_set(run_set_name)
     rows, per_query = [], []
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         parsed = parse_run_name(run_dir.name, grid, spec["runs"])
@@ -305,7 +305,7 @@ def report(grid: str, run_set_name: str = DEFAULT_SET) -> None:
     """summary.csv, intervals.csv and, for the default set, verdicts.csv (the paper's claims), for any other
     findings.csv, from the runs.csv and per-query.parquet of :func:`out_dir`."""
     out = out_dir(grid, run_set_name)
-    spec = grid_spec(grid, run_set_name)
+    spec = run_set(run_set_name)
     runs = pd.read_csv(out / "runs.csv")
     pq = pd.read_parquet(out / "per-query.parquet")
     for c in pq.columns:
