@@ -109,6 +109,7 @@ def params_for(grid: str, run: str, seed: int, base: Path = ROOT / "params.yaml"
     import shutil
     import tempfile
 
+    from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
 
     from pipeline.params import parse_params
@@ -116,7 +117,11 @@ def params_for(grid: str, run: str, seed: int, base: Path = ROOT / "params.yaml"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         shutil.copy(base, path)
-        apply_overrides(str(path), overrides(grid, run, seed, run_set_name))
+        try:
+            apply_overrides(str(path), overrides(grid, run, seed, run_set_name))
+        except InvalidArgumentError as e:  # a key params.yaml lacks: one line naming it, not DVC's traceback
+            cause = str(e.__cause__ or e).splitlines()[0]
+            raise SystemExit(f"{grid}/{run}/s{seed} (run set {run_set_name}): {cause} in {base}") from e
         data = yaml.safe_load(path.read_text())
     parse_params(data, f"{grid}/{run}/s{seed}")  # validated here, before anything is queued
     return data

@@ -294,6 +294,11 @@ def test_hardneg_params_apply_the_run_after_fold_and_scale(hardneg_params):
     assert base["train"]["hard_negatives"] is False and base["sampling"]["mode"] == "hybrid"
     with pytest.raises(SystemExit, match="run set hardneg has no run 'xx'"):
         cs.params_for(GRID, "xx", 13, run_set_name="hardneg")
+    lacking = yaml.safe_load(hardneg_params.read_text())
+    del lacking["mining"]
+    hardneg_params.write_text(yaml.safe_dump(lacking))  # params without the key a run sets: one line naming it
+    with pytest.raises(SystemExit, match="hybrid-hn-any/s13 \\(run set hardneg\\): Could not override 'mining.lang"):
+        cs.params_for(GRID, "hybrid-hn-any", 13, run_set_name="hardneg")
 
 
 def test_queue_a_run_set_or_only_some_of_its_runs(hardneg_params, monkeypatch):
