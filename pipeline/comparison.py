@@ -1,7 +1,9 @@
 """The strategy comparison across seeds: collect DVC experiments, summarise, interval, verdicts.
 
-A *grid* is one fold (which dataset trains, which one evaluates) run for every strategy and seed as
-DVC experiments named ``{grid}-{run}-s{seed}`` (``run``: ``untrained``, ``xx``, ``xy``, ``hybrid``).
+A *grid* is one fold (which dataset trains, which one evaluates) run for every run of a *run set* and
+seed as DVC experiments named ``{grid}-{run}-s{seed}``. The default set, the strategies, has the runs
+:data:`RUNS` (``untrained``, ``xx``, ``xy``, ``hybrid``) and the pairs :data:`COMPARISONS`; other sets
+(``scripts/grids.yaml``: ``run_sets``) name their own runs, whose names may contain dashes.
 For each experiment the grid keeps the headline metrics of ``metrics/<dataset>.json``, the kept step
 and rule of ``metrics/train.json``, and the per-query scores (``data/scores/<dataset>/per_query.parquet``).
 
@@ -14,7 +16,9 @@ recomputes each run's macro-averaged metric on that draw and averages over the d
 and 97.5% percentiles of the difference give the 95% interval. With three seeds the seed level is
 coarse (ten distinct draws), so the interval is a rough guide, not an exact coverage guarantee.
 
-**Verdicts** (:func:`verdicts`) turn the intervals into one line per claim of the paper.
+**Verdicts** (:func:`verdicts`) turn the strategies' intervals into one line per claim of the paper;
+**findings** (:func:`findings`) read any other set's comparisons as rank distance and monolingual mAP
+differences, with a one-line plain reading.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import pandas as pd
 
 from .metrics import metric_source
 
+# the strategies run set (the default; scripts/grids.yaml run_sets.strategies holds the same)
 RUNS = ("untrained", "xx", "xy", "hybrid")
 COMPARISONS = (("xx", "hybrid"), ("xy", "hybrid"), ("xx", "xy"), ("untrained", "hybrid"))
 MARGIN = 0.01  # non-inferiority margin (mAP) for the paper's "as good as" claims
@@ -32,13 +37,14 @@ def run_name(grid: str, run: str, seed: int) -> str:
     return f"{grid}-{run}-s{seed}"
 
 
-def parse_run_name(name: str, grid: str) -> tuple[str, int] | None:
-    """``(run, seed)`` of an experiment name of ``grid``, or None for other names."""
+def parse_run_name(name: str, grid: str, runs=RUNS) -> tuple[str, int] | None:
+    """``(run, seed)`` of an experiment name of ``grid`` whose run is one of ``runs`` (a run set's), or None
+    for other names. A run name may hold dashes (``hybrid-hn-query``): the seed follows the last ``-s``."""
     prefix = f"{grid}-"
     if not name.startswith(prefix) or "-s" not in name[len(prefix):]:
         return None
     run, _, seed = name[len(prefix):].rpartition("-s")
-    return (run, int(seed)) if run in RUNS and seed.isdigit() else None
+    return (run, int(seed)) if run in runs and seed.isdigit() else None
 
 
 def metric_matrix(per_query: pd.DataFrame, metric: str, ids: pd.Index, unseen: frozenset = frozenset()
@@ -105,10 +111,11 @@ def seed_question_bootstrap(a: list[pd.DataFrame], b: list[pd.DataFrame], metric
     return pd.DataFrame(rows)
 
 
-def summary_table(runs: pd.DataFrame, metrics) -> pd.DataFrame:
-    """Mean and sample standard deviation over seeds per strategy: ``<metric>_mean``, ``<metric>_sd``."""
+def summary_table(runs: pd.DataFrame, metrics, order=RUNS) -> pd.DataFrame:
+    """Mean and sample standard deviation over seeds per run (in the order ``order``, a run set's runs):
+    ``<metric>_mean``, ``<metric>_sd``."""
     rows = []
-    for run in [r for r in RUNS if r in set(runs["run"])]:
+    for run in [r for r in order if r in set(runs["run"])]:
         part = runs[runs["run"] == run]
         row = {"run": run, "seeds": int(len(part))}
         for m in metrics:
@@ -189,3 +196,48 @@ def verdicts(intervals: pd.DataFrame, has_unseen: bool) -> list[dict]:
         claim("languages never trained on gain too (hybrid - untrained, multilingual mAP, unseen)",
               [get("untrained", "hybrid", "multi_map_unseen")], _better)
     return out
+
+
+FINDING_METRICS = ("multi_rank_distance", "mono_map")
+
+
+def _reading(rank: pd.Series, mono: pd.Series) -> str:
+    """One line on ``b - a``: the rank distance change if its interval excludes 0, with the mono mAP change;
+    "not resolved" (with both intervals) if the rank distance interval holds 0."""
+    def iv(d, lo, hi, digits):  # + 0.0: no "-0.000" for a zero that was negated
+        return f"{d + 0.0:.{digits}f} [{lo + 0.0:.{digits}f}, {hi + 0.0:.{digits}f}]"
+
+    if mono["diff"] <= 0:
+        cost = f"at a mono mAP cost of {iv(-mono['diff'], -mono['high'], -mono['low'], 3)}"
+    else:
+        cost = f"with a mono mAP gain of {iv(mono['diff'], mono['low'], mono['high'], 3)}"
+    if mono["low"] <= 0 <= mono["high"]:
+        cost += " (interval includes 0)"
+    if rank["high"] < 0:
+        return f"lowers rank distance by {iv(-rank['diff'], -rank['high'], -rank['low'], 1)} {cost}"
+    if rank["low"] > 0:
+        return f"raises rank distance by {iv(rank['diff'], rank['low'], rank['high'], 1)} {cost}"
+    return (f"not resolved (rank distance {rank['diff']:+.1f} [{rank['low']:+.1f}, {rank['high']:+.1f}], "
+            f"mono mAP {mono['diff']:+.3f} [{mono['low']:+.3f}, {mono['high']:+.3f}])")
+
+
+def findings(intervals: pd.DataFrame) -> pd.DataFrame:
+    """Per compared pair of ``intervals`` (``a_run``, ``b_run``, metric, ...), in their order: the multilingual
+    rank distance and the monolingual mAP differences ``b - a`` with their 95% intervals, and a plain reading
+    (:func:`_reading`). Pairs without both metrics are left out."""
+    rows = []
+    for (a, b), part in intervals.groupby(["a_run", "b_run"], sort=False):
+        by = part.set_index("metric")
+        if not set(FINDING_METRICS) <= set(by.index):
+            continue
+        rank, mono = by.loc["multi_rank_distance"], by.loc["mono_map"]
+        row = {"a_run": a, "b_run": b}
+        if "seeds_a" in by:
+            row.update(seeds_a=int(rank["seeds_a"]), seeds_b=int(rank["seeds_b"]))
+        for key, r in (("rank_distance", rank), ("mono_map", mono)):
+            row.update({f"{key}_diff": r["diff"], f"{key}_low": r["low"], f"{key}_high": r["high"]})
+        row["reading"] = _reading(rank, mono)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["a_run", "b_run", "seeds_a", "seeds_b", "rank_distance_diff",
+                                       "rank_distance_low", "rank_distance_high", "mono_map_diff", "mono_map_low",
+                                       "mono_map_high", "reading"])

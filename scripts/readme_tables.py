@@ -6,7 +6,10 @@
 A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table -->`` in README.md.
 ``KIND`` is ``runs`` (every experiment: seed, rule, kept step, headline metrics), ``summary`` (mean
 +- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
-of the differences) or ``verdicts`` (one line per claim of the paper); ``<!-- table all overview -->`` puts every grid's
+of the differences) or ``verdicts`` (one line per claim of the paper); a run set other than the strategies
+is ``GRID/SET`` (``metrics/grids/<grid>/<set>/``), e.g. ``<!-- table mlqa2xquad-cpu/hardneg summary -->``,
+and has ``findings`` (rank distance and mono mAP differences with their reading) where the strategies have
+verdicts; ``<!-- table all overview -->`` puts every grid's
 verdicts side by side; ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
 ``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``);
 ``<!-- table training speed -->`` and ``<!-- table encoding speed -->`` are the benchmarks' JSON files.
@@ -66,13 +69,18 @@ def _table(head: list[str], rows: list[list]) -> str:
     return "\n".join([_row(head), "|" + "---|" * len(head)] + [_row(r) for r in rows])
 
 
+def name(run: str) -> str:
+    """A run's name in the tables: the strategies' own (``X-X``), any other set's run as it is named."""
+    return NAMES.get(run, run)
+
+
 def runs_table(grid: Path) -> str:
     runs = pd.read_csv(grid / "runs.csv")
     main = main_metrics(runs)
     rows = []
     for _, r in runs.iterrows():
         kept = "-" if r["run"] == "untrained" else f"{int(r['best_step'])} of {int(r['steps_run'])}"
-        rows.append([NAMES[r["run"]], int(r["seed"]) if r["run"] != "untrained" else "-",
+        rows.append([name(r["run"]), int(r["seed"]) if r["run"] != "untrained" else "-",
                      r["select_by"] if r["run"] != "untrained" else "-", kept, _num(r["dev_score"], "")]
                     + [_num(r[m], m) for m, _ in main])
     return _table(["run", "seed", "rule", "kept step", "dev score"] + [h for _, h in main], rows)
@@ -83,7 +91,7 @@ def summary_table(grid: Path) -> str:
     main = main_metrics(pd.read_csv(grid / "runs.csv"))
     rows = []
     for _, r in s.iterrows():
-        cells = [NAMES[r["run"]], int(r["seeds"])]
+        cells = [name(r["run"]), int(r["seeds"])]
         for m, _ in main:
             mean, sd = r.get(f"{m}_mean"), r.get(f"{m}_sd")
             cells.append(_num(mean, m) + ("" if pd.isna(sd) else f" ± {_num(sd, m)}"))
@@ -96,7 +104,7 @@ def groups_table(grid: Path) -> str:
     if not any(c.endswith("_unseen_mean") for c in s.columns):
         return "(every evaluation language is a training language in this fold: no unseen group)"
     head = ["run"] + [f"{h} {g}" for _, h in GROUPS for g in ("seen", "unseen")]
-    rows = [[NAMES[r["run"]]] + [_num(r.get(f"{m}_{g}_mean"), m) for m, _ in GROUPS for g in ("seen", "unseen")]
+    rows = [[name(r["run"])] + [_num(r.get(f"{m}_{g}_mean"), m) for m, _ in GROUPS for g in ("seen", "unseen")]
             for _, r in s.iterrows()]
     return _table(head, rows)
 
@@ -107,7 +115,7 @@ def intervals_table(grid: Path) -> str:
     iv = iv[iv["metric"].isin(shown)]
     rows = []
     for (a, b), part in iv.groupby(["a_run", "b_run"], sort=False):
-        cells = [f"{NAMES[b]} - {NAMES[a]}", f"{int(part['seeds_b'].iloc[0])} vs {int(part['seeds_a'].iloc[0])}"]
+        cells = [f"{name(b)} - {name(a)}", f"{int(part['seeds_b'].iloc[0])} vs {int(part['seeds_a'].iloc[0])}"]
         for m in shown:
             hit = part[part["metric"] == m]
             if hit.empty:
@@ -127,6 +135,19 @@ def verdicts_table(grid: Path) -> str:
     v = pd.read_csv(grid / "verdicts.csv")
     return _table(["claim (paper)", "verdict", "evidence: difference [95% interval]"],
                   [[r["claim"], f"**{r['verdict']}**", r["evidence"]] for _, r in v.iterrows()])
+
+
+def findings_table(grid: Path) -> str:
+    """A run set's findings (``findings.csv``): per compared pair the rank distance and mono mAP differences
+    ``b - a`` with their 95% intervals, and the reading ``report`` wrote."""
+    f = pd.read_csv(grid / "findings.csv")
+
+    def iv(r, key, d):
+        return f"{r[key + '_diff']:+.{d}f} [{r[key + '_low']:+.{d}f}, {r[key + '_high']:+.{d}f}]"
+
+    rows = [[f"{name(r['b_run'])} - {name(r['a_run'])}", f"{int(r['seeds_b'])} vs {int(r['seeds_a'])}",
+             iv(r, "rank_distance", 1), iv(r, "mono_map", 3), r["reading"]] for _, r in f.iterrows()]
+    return _table(["difference", "seeds", "rank distance", "mono mAP", "reading"], rows)
 
 
 def overview_table(grids: Path) -> str:
@@ -187,7 +208,7 @@ def speed_table(path: Path) -> str:
 
 
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
-         "verdicts": verdicts_table}
+         "verdicts": verdicts_table, "findings": findings_table}
 
 
 def render(text: str, grids: Path = GRIDS) -> str:

@@ -1,6 +1,7 @@
 """The seed-aware comparison: intervals, summaries, verdicts, and the scripts that turn them into files
 and README tables, on per-query tables whose metrics are known exactly."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,9 @@ import pytest
 import yaml
 
 from pipeline.comparison import (
+    COMPARISONS,
+    RUNS,
+    findings,
     metric_matrix,
     parse_run_name,
     question_ids,
@@ -16,6 +20,9 @@ from pipeline.comparison import (
     summary_table,
     verdicts,
 )
+
+GRID = "mlqa2xquad-cpu"
+HN = ("hybrid-hn-query", "hybrid-hn-passage", "hybrid-hn-other", "hybrid-hn-any")
 
 LANGS = ["en", "de", "el"]
 
@@ -167,3 +174,176 @@ def test_every_grid_gives_valid_params_with_the_fold_and_scale_applied():
     assert b["gather"]["leakage_guard"] == ["mlqa-r"] and set(b["translate"]["targets"]) == set(b["languages"]) - {"en"}
     assert b["train"]["steps"] == 0 and b["train"]["device"] == "cuda" and b["sampling"]["batch_size"] == 100
     assert dataset_of("xquad2mlqa-gpu") == ("mlqa-r", [])
+
+
+def test_run_sets_the_strategies_are_the_module_defaults_and_hardneg_is_hybrid_plus_hard_negatives():
+    from scripts.compare_strategies import grid_spec, run_set
+
+    s = run_set()  # the default
+    assert s["name"] == "strategies" and tuple(s["runs"]) == RUNS and tuple(s["comparisons"]) == COMPARISONS
+    h = run_set("hardneg")
+    assert tuple(h["runs"]) == ("hybrid",) + HN and "untrained" not in h["runs"]
+    assert h["runs"]["hybrid"] == s["runs"]["hybrid"] == ["sampling.mode=hybrid", "sampling.alpha=0.5"]
+    for run in HN:
+        assert h["runs"][run] == ["sampling.mode=hybrid", "sampling.alpha=0.5", "train.hard_negatives=true",
+                                  f"mining.language={run.rsplit('-', 1)[1]}"]
+    assert h["comparisons"] == [("hybrid", r) for r in HN] + [("hybrid-hn-other", "hybrid-hn-query")]
+    assert grid_spec(GRID, "hardneg")["runs"] == h["runs"] and grid_spec(GRID)["runs"] == s["runs"]
+    with pytest.raises(SystemExit, match="unknown run set 'nope'"):
+        run_set("nope")
+
+
+def test_a_run_set_is_checked_against_the_others(tmp_path, monkeypatch):
+    import scripts.compare_strategies as cs
+
+    spec = yaml.safe_load(cs.GRIDS.read_text())
+    spec["run_sets"]["hardneg"]["runs"]["hybrid"] = ["sampling.mode=hybrid", "sampling.alpha=0.3"]
+    bad = tmp_path / "grids.yaml"
+    bad.write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(cs, "GRIDS", bad)
+    with pytest.raises(SystemExit, match="run 'hybrid' has other overrides"):  # one experiment name, two runs
+        cs.run_set("hardneg")
+    spec["run_sets"]["hardneg"]["runs"]["hybrid"] = ["sampling.mode=hybrid", "sampling.alpha=0.5"]
+    spec["run_sets"]["hardneg"]["comparisons"].append(["hybrid", "xx"])
+    bad.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit, match=r"comparison \['hybrid', 'xx'\] is not two of its runs"):
+        cs.run_set("hardneg")
+
+
+def test_run_names_with_dashes_parse_within_their_run_set_only():
+    from scripts.compare_strategies import run_set
+
+    hardneg = run_set("hardneg")["runs"]
+    assert run_name(GRID, "hybrid-hn-passage", 13) == "mlqa2xquad-cpu-hybrid-hn-passage-s13"
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-hn-passage-s13", GRID, hardneg) == ("hybrid-hn-passage", 13)
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-hn-any-s7", GRID, hardneg) == ("hybrid-hn-any", 7)
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-s13", GRID, hardneg) == ("hybrid", 13)  # the shared baseline
+    # the strategies do not take a hard-negative run for theirs (nor its tail for a seed), and vice versa
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-hn-passage-s13", GRID) is None
+    assert parse_run_name("mlqa2xquad-cpu-xx-s13", GRID, hardneg) is None
+    assert parse_run_name("mlqa2xquad-cpu-untrained-s13", GRID, hardneg) is None
+    assert parse_run_name("mlqa2xquad-gpu-hybrid-hn-query-s13", GRID, hardneg) is None
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-hn-query-sx", GRID, hardneg) is None
+    assert parse_run_name("mlqa2xquad-cpu-hybrid-hn-query", GRID, hardneg) is None
+
+
+def _fake_dvc(monkeypatch):
+    """compare_strategies' DVC and git calls recorded instead of run."""
+    import scripts.compare_strategies as cs
+
+    calls = []
+    monkeypatch.setattr(cs, "_dvc", lambda *a, **k: calls.append(list(a)))
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(cs, "subprocess", SimpleNamespace(run=lambda *a, **k: Done()))
+    return calls
+
+
+def test_the_strategies_queue_the_same_experiments_with_the_same_overrides_as_before(monkeypatch):
+    """The dvc calls of `run`/`queue` for the default set, as recorded before run sets existed."""
+    import scripts.compare_strategies as cs
+
+    before = json.loads((cs.ROOT / "tests" / "fixtures" / "strategies-queue.json").read_text())
+    for grid in ("mlqa2xquad-cpu", "xquad2mlqa-gpu"):
+        calls = _fake_dvc(monkeypatch)
+        names = cs.queue(grid, [13, 14, 15])
+        assert calls == before[grid], grid
+        assert names == [c[4] for c in before[grid] if c[1] == "run"]
+    calls = _fake_dvc(monkeypatch)
+    cs.main(["queue", "--grid", GRID, "--runs", "strategies"])
+    assert calls == before[GRID]
+
+
+@pytest.fixture
+def hardneg_params(tmp_path, monkeypatch):
+    """params.yaml with the hard-negative keys (added by another change) and validation that ignores them,
+    so these tests do not depend on the keys existing."""
+    import pipeline.params
+    import scripts.compare_strategies as cs
+
+    base = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+    base["train"].setdefault("hard_negatives", False)
+    base.setdefault("mining", {"language": "any"})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    known = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+    real_parse = pipeline.params.parse_params
+
+    def parse(data, source="params"):
+        data = {k: v for k, v in data.items() if k in known}
+        data["train"] = {k: v for k, v in data["train"].items() if k in known["train"]}
+        return real_parse(data, source)
+
+    monkeypatch.setattr(pipeline.params, "parse_params", parse)
+    real_params_for = cs.params_for
+    monkeypatch.setattr(cs, "params_for", lambda grid, run, seed, base=path, run_set_name="strategies":
+                        real_params_for(grid, run, seed, base, run_set_name))
+    return path
+
+
+def test_hardneg_params_apply_the_run_after_fold_and_scale(hardneg_params):
+    import scripts.compare_strategies as cs
+
+    p = cs.params_for("mlqa2xquad-gpu", "hybrid-hn-passage", 14, run_set_name="hardneg")
+    assert p["train"]["hard_negatives"] is True and p["mining"]["language"] == "passage"
+    assert p["sampling"]["mode"] == "hybrid" and p["sampling"]["alpha"] == 0.5 and p["seed"] == 14
+    assert p["train"]["device"] == "cuda"  # the scale's overrides too
+    base = cs.params_for(GRID, "hybrid", 13, run_set_name="hardneg")
+    assert base["train"]["hard_negatives"] is False and base["sampling"]["mode"] == "hybrid"
+    with pytest.raises(SystemExit, match="run set hardneg has no run 'xx'"):
+        cs.params_for(GRID, "xx", 13, run_set_name="hardneg")
+    lacking = yaml.safe_load(hardneg_params.read_text())
+    del lacking["mining"]
+    hardneg_params.write_text(yaml.safe_dump(lacking))  # params without the key a run sets: one line naming it
+    with pytest.raises(SystemExit, match="hybrid-hn-any/s13 \\(run set hardneg\\): Could not override 'mining.lang"):
+        cs.params_for(GRID, "hybrid-hn-any", 13, run_set_name="hardneg")
+
+
+def test_queue_a_run_set_or_only_some_of_its_runs(hardneg_params, monkeypatch):
+    import scripts.compare_strategies as cs
+
+    calls = _fake_dvc(monkeypatch)
+    cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--seeds", "13", "14"])
+    queued = [c[4] for c in calls if c[1] == "run"]
+    assert queued == [run_name(GRID, r, s) for r in ("hybrid",) + HN for s in (13, 14)]  # no untrained
+    run = next(c for c in calls if c[1] == "run" and c[4] == "mlqa2xquad-cpu-hybrid-hn-other-s14")
+    assert run[5:] == ["-S", "sampling.mode=hybrid", "-S", "sampling.alpha=0.5", "-S", "train.hard_negatives=true",
+                       "-S", "mining.language=other", "-S", "seed=14"]
+    calls.clear()
+    cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid-hn-any", "hybrid", "--seeds", "13"])
+    assert [c[4] for c in calls if c[1] == "run"] == ["mlqa2xquad-cpu-hybrid-s13", "mlqa2xquad-cpu-hybrid-hn-any-s13"]
+    assert cs.planned(GRID, [13, 14], only=["untrained", "xy"]) == [("untrained", 13), ("xy", 13), ("xy", 14)]
+    calls.clear()
+    with pytest.raises(SystemExit, match="--only xx: not in run set hardneg"):
+        cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "xx"])
+    with pytest.raises(SystemExit):
+        cs.main(["report", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid"])
+    with pytest.raises(SystemExit, match="unknown run set"):
+        cs.main(["report", "--grid", GRID, "--runs", "hardnegs"])
+    assert calls == []  # nothing queued by a refused command
+
+
+def test_findings_read_rank_distance_and_mono_map_from_the_intervals():
+    hybrid = [per_query({"mono": 0.8, "cross": 0.5, "multi": 0.3})]  # rank distance 70
+    hn = [per_query({"mono": 0.75, "cross": 0.5, "multi": 0.5})]  # rank distance 50
+    iv = seed_question_bootstrap(hybrid, hn, ["mono_map", "multi_map", "multi_rank_distance"], n_boot=200)
+    f = findings(iv.assign(a_run="hybrid", b_run="hybrid-hn-query")).iloc[0]
+    assert (f["a_run"], f["b_run"], f["seeds_a"], f["seeds_b"]) == ("hybrid", "hybrid-hn-query", 1, 1)
+    assert (f["rank_distance_diff"], f["rank_distance_low"], f["rank_distance_high"]) == pytest.approx((-20,) * 3)
+    assert (f["mono_map_diff"], f["mono_map_low"], f["mono_map_high"]) == pytest.approx((-0.05,) * 3)
+    assert f["reading"] == "lowers rank distance by 20.0 [20.0, 20.0] at a mono mAP cost of 0.050 [0.050, 0.050]"
+
+    def row(a, b, rank, mono):
+        return [_iv(a, b, "multi_rank_distance", *rank), _iv(a, b, "mono_map", *mono)]
+
+    iv = pd.DataFrame(row("h", "x", (-5, -8, 1), (-0.01, -0.02, 0.0)) + row("h", "y", (3, 1, 5), (0.02, 0.01, 0.03))
+                      + row("h", "z", (-4, -6, -2), (-0.004, -0.01, 0.002))
+                      + [_iv("h", "w", "multi_map", 0.1, 0.0, 0.2)])  # no rank distance or mono: no finding
+    f = findings(iv).set_index("b_run")["reading"]
+    assert list(f.index) == ["x", "y", "z"]
+    assert f["x"] == "not resolved (rank distance -5.0 [-8.0, +1.0], mono mAP -0.010 [-0.020, +0.000])"
+    assert f["y"] == "raises rank distance by 3.0 [1.0, 5.0] with a mono mAP gain of 0.020 [0.010, 0.030]"
+    assert f["z"] == ("lowers rank distance by 4.0 [2.0, 6.0] at a mono mAP cost of 0.004 [-0.002, 0.010] "
+                      "(interval includes 0)")

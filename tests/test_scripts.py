@@ -103,3 +103,95 @@ def test_recall_columns_follow_score_recall_at():
     assert per_query_columns(headline_metrics((5, 100)))[4:] == ["ap", "r@5", "r@100", "rank_distance"]
     assert [label(k) for k in ("multi_r100", "cross_map20", "multi_rank_distance")] == [
         "multi R@100", "cross mAP@20", "rank distance"]
+
+
+# hardneg toy: run -> (mono v, rank distance per seed); the other settings follow v as above
+HARDNEG = {"hybrid": (0.5, (20, 20, 20)), "hybrid-hn-query": (0.45, (15, 15, 15)),
+           "hybrid-hn-passage": (0.5, (16, 20, 24)), "hybrid-hn-other": (0.55, (25, 25, 25)),
+           "hybrid-hn-any": (0.4, (10, 10, 10))}
+
+
+@pytest.fixture
+def toy_hardneg(tmp_path, monkeypatch):
+    """A results folder of the hardneg run set (plus a strategies run, to be left out), collected and reported
+    as ``collect --from DIR --runs hardneg`` does."""
+    import json
+
+    import yaml
+
+    import scripts.compare_strategies as cs
+
+    monkeypatch.setattr(cs, "OUT", tmp_path / "grids")
+    monkeypatch.setattr(cs, "dataset_of", lambda grid: ("toy", []))
+    monkeypatch.setattr(cs, "headline_of", lambda grid: headline_metrics((1, 10)))
+    folder = tmp_path / "results"
+    cases = [(run, seed, v, rank) for run, (v, ranks) in HARDNEG.items()
+             for seed, rank in zip((1, 2, 3), ranks, strict=True)]
+    for run, seed, v, rank in cases + [("xx", 1, 0.9, 5)]:
+        d = folder / f"toy-cpu-{run}-s{seed}"
+        d.mkdir(parents=True)
+        pq = per_query(v)
+        pq.loc[pq["setting"] == "multi", "rank_distance"] = float(rank)
+        pq.to_parquet(d / "per_query.parquet")
+        hn = run.startswith("hybrid-hn-")
+        params = {"sampling": {"mode": "hybrid", "alpha": 0.5}, "seed": seed,
+                  "train": {"hard_negatives": hn}, "mining": {"language": run.rsplit("-", 1)[1] if hn else "any"}}
+        (d / "params.yaml").write_text(yaml.safe_dump(params))
+        (d / "train.json").write_text(json.dumps({"select_by": "dev", "best_step": 20, "steps_run": 60,
+                                                  "stopped_early": False, "dev_score": v}))
+        (d / "toy.json").write_text(json.dumps({"mono_map": v, "cross_map": v / 2, "multi_map": v / 4, "mono_r1": v,
+                                                "cross_r1": v / 2, "multi_r10": v / 4,
+                                                "multi_rank_distance": float(rank)}))
+    cs.collect_folder("toy-cpu", folder, "cpu", "hardneg")
+    cs.report("toy-cpu", "hardneg")
+    return tmp_path / "grids" / "toy-cpu"
+
+
+def test_a_run_set_writes_its_own_folder_with_findings_not_verdicts(toy_hardneg):
+    assert sorted(p.name for p in toy_hardneg.iterdir()) == ["hardneg"]  # the strategies' files: untouched
+    out = toy_hardneg / "hardneg"
+    assert sorted(p.name for p in out.iterdir()) == ["findings.csv", "intervals.csv", "per-query.parquet",
+                                                     "runs.csv", "summary.csv"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["run"].unique()) == list(HARDNEG) and len(runs) == 15  # set order; the xx folder left out
+    q = runs[runs["run"] == "hybrid-hn-query"].iloc[0]
+    assert q["train.hard_negatives"] and q["mining.language"] == "query" and q["alpha"] == 0.5
+    s = pd.read_csv(out / "summary.csv").set_index("run")
+    assert s.loc["hybrid-hn-passage", "multi_rank_distance_mean"] == pytest.approx(20)
+    assert s.loc["hybrid-hn-passage", "multi_rank_distance_sd"] == pytest.approx(4)
+    iv = pd.read_csv(out / "intervals.csv")
+    assert list(dict.fromkeys(zip(iv["a_run"], iv["b_run"], strict=True))) == [
+        ("hybrid", "hybrid-hn-query"), ("hybrid", "hybrid-hn-passage"), ("hybrid", "hybrid-hn-other"),
+        ("hybrid", "hybrid-hn-any"), ("hybrid-hn-other", "hybrid-hn-query")]
+    f = pd.read_csv(out / "findings.csv").set_index(["a_run", "b_run"])
+    r = f.loc[("hybrid", "hybrid-hn-query")]
+    assert (r["rank_distance_diff"], r["rank_distance_low"], r["rank_distance_high"]) == pytest.approx((-5,) * 3)
+    assert (r["mono_map_diff"], r["mono_map_low"], r["mono_map_high"]) == pytest.approx((-0.05,) * 3)
+    assert r["reading"] == "lowers rank distance by 5.0 [5.0, 5.0] at a mono mAP cost of 0.050 [0.050, 0.050]"
+    assert f.loc[("hybrid", "hybrid-hn-any"), "reading"] == (
+        "lowers rank distance by 10.0 [10.0, 10.0] at a mono mAP cost of 0.100 [0.100, 0.100]")
+    assert f.loc[("hybrid", "hybrid-hn-other"), "reading"] == (
+        "raises rank distance by 5.0 [5.0, 5.0] with a mono mAP gain of 0.050 [0.050, 0.050]")
+    assert f.loc[("hybrid-hn-other", "hybrid-hn-query"), "reading"].startswith("lowers rank distance by 10.0 [10.0,")
+    p = f.loc[("hybrid", "hybrid-hn-passage")]  # seeds 16 / 20 / 24 around the baseline's 20
+    assert p["rank_distance_diff"] == pytest.approx(0) and p["rank_distance_low"] < 0 < p["rank_distance_high"]
+    assert p["reading"].startswith("not resolved (rank distance ")
+
+
+def test_readme_blocks_render_a_run_sets_summary_and_findings(toy_hardneg):
+    from scripts.readme_tables import render
+
+    text = ("<!-- table toy-cpu/hardneg summary -->\nstale\n<!-- /table -->\n"
+            "<!-- table toy-cpu/hardneg findings -->\n<!-- /table -->\n")
+    out = render(text, toy_hardneg.parent)
+    assert "stale" not in out
+    assert ("| hybrid-hn-query | 3 | 0.450 ± 0.000 | 0.225 ± 0.000 | 0.113 ± 0.000 | 0.450 ± 0.000 | 0.225 ± 0.000 "
+            "| 0.113 ± 0.000 | 15.0 ± 0.0 |") in out
+    assert "| hybrid (alpha 0.5) | 3 | 0.500 ± 0.000 |" in out  # the baseline keeps the strategies' name
+    assert "| difference | seeds | rank distance | mono mAP | reading |" in out
+    assert ("| hybrid-hn-query - hybrid (alpha 0.5) | 3 vs 3 | -5.0 [-5.0, -5.0] | -0.050 [-0.050, -0.050] "
+            "| lowers rank distance by 5.0 [5.0, 5.0] at a mono mAP cost of 0.050 [0.050, 0.050] |") in out
+    assert ("| hybrid-hn-query - hybrid-hn-other | 3 vs 3 | -10.0 [-10.0, -10.0] | -0.100 [-0.100, -0.100] "
+            "| lowers rank distance by 10.0 [10.0, 10.0] at a mono mAP cost of 0.100 [0.100, 0.100] |") in out
+    assert out.count("\n| hybrid-hn-") == 4 + 5  # four hn runs in the summary, five findings (one per pair)
+    assert render(out, toy_hardneg.parent) == out
