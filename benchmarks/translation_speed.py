@@ -14,6 +14,13 @@ at start and end is recorded. ``same_output_as_hf`` is the fraction of sentences
 torch's token for token (float32 should be 1.0 or close: beam search on random weights meets near-ties).
 
 Writes metrics/translation_speed.json and prints a table. Usage: python -m benchmarks.translation_speed
+
+``--argos``: batch_type examples vs tokens on the real Argos zh->en model (the asset mirror's
+``models/translate-zh_en-1_9.argosmodel``) translating --sentences real MLQA-R Chinese texts (half
+questions, half pool sentences, seeded sample), int8, beam 4, 2 threads, through the pipeline's own
+``ArgosTranslator.translate_tokens``; each setting translates the whole set in turn, --repeats rounds,
+the fastest kept. Writes metrics/translation_batch_type.json (sentences, source and output tokens per
+second; ``same_output_as_default``: the fraction of sentences translated exactly as by the default).
 """
 from __future__ import annotations
 
@@ -103,16 +110,90 @@ def ct2_runner(translator, tok, sources: list[list[int]], beam: int):
     return run
 
 
+#: (batch_type, batch_size) settings of the --argos run; the first is params.yaml's default
+ARGOS_SETTINGS = [("examples", 32), ("examples", 16), ("examples", 64), ("tokens", 512), ("tokens", 1024),
+                  ("tokens", 2048)]
+
+
+def argos_texts(mirror: Path, n: int, seed: int) -> list[str]:
+    """``n`` MLQA-R Chinese texts: half questions, half answer-pool sentences, a seeded sample of each."""
+    import json
+
+    import numpy as np
+
+    doc = json.loads((mirror / "data/lareqa/mlqa-r/zh.json").read_text(encoding="utf-8"))
+    questions = [q["question"] for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+    sentences = [s for a in doc["data"] for p in a["paragraphs"] for s in p["sentences"]]
+    rng = np.random.default_rng(seed)
+    pick = lambda xs, k: [xs[i] for i in sorted(rng.choice(len(xs), k, replace=False))]  # noqa: E731
+    return pick(questions, n // 2) + pick(sentences, n - n // 2)
+
+
+def argos_batch_types(args) -> None:
+    from pipeline.params import load_params
+    from pipeline.translation import build_translator
+
+    p = load_params(ROOT / "params.yaml")
+    load_before = os.getloadavg()[0]
+    tr = build_translator(p.translate.models["argos-zh-en"], p.translate, p.mirror_path, "zh", "en",
+                          Path(tempfile.mkdtemp(prefix="argos-")), progress=False)
+    texts = argos_texts(p.mirror_path, args.sentences, args.seed)
+    src_tokens = sum(len(t) for t in tr._tokenize(texts))
+    tr.batch_type, tr.max_batch_size = "examples", 8
+    tr.translate_tokens(texts[:8])  # warm-up
+    best = {s: float("inf") for s in ARGOS_SETTINGS}
+    outputs = {}
+    for _ in range(args.repeats):  # settings take turns: background load hits all of them
+        for setting in ARGOS_SETTINGS:
+            tr.batch_type, tr.max_batch_size = setting
+            t = time.perf_counter()
+            outputs[setting] = tr.translate_tokens(texts)
+            best[setting] = min(best[setting], time.perf_counter() - t)
+    default = outputs[ARGOS_SETTINGS[0]]
+    results = {}
+    for (batch_type, size), seconds in best.items():
+        out_tokens = sum(len(o) for o in outputs[(batch_type, size)])
+        results[f"{batch_type} {size}"] = {
+            "batch_type": batch_type, "batch_size": size, "seconds": round(seconds, 2),
+            "sentences_per_s": round(len(texts) / seconds, 2),
+            "source_tokens_per_s": round(src_tokens / seconds, 1),
+            "output_tokens_per_s": round(out_tokens / seconds, 1),
+            "speed_vs_default": round(best[ARGOS_SETTINGS[0]] / seconds, 3),
+            "same_output_as_default": round(sum(a == b for a, b in zip(outputs[(batch_type, size)], default,
+                                                                       strict=True)) / len(texts), 3),
+        }
+        print(f"{batch_type:8} {size:5}: {len(texts) / seconds:6.2f} sentences/s", flush=True)
+    import ctranslate2
+
+    write_json(args.out or ROOT / "metrics/translation_batch_type.json", {
+        "model": "Argos Translate zh->en 1.9 (OPUS-MT transformer, CTranslate2)", "compute_type": "int8",
+        "device": "cpu", "beam_size": 4, "threads": args.threads,
+        "texts": f"{len(texts)} MLQA-R zh texts: {len(texts) // 2} questions, {len(texts) - len(texts) // 2} "
+                 f"answer-pool sentences (seed {args.seed})",
+        "source_tokens": src_tokens, "mean_source_tokens": round(src_tokens / len(texts), 1),
+        "mean_output_tokens": round(sum(len(o) for o in default) / len(texts), 1),
+        "timing": f"the whole set per setting, the fastest of {args.repeats} rounds (settings take turns)",
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_name(),
+                    "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)}},
+        "versions": {"ctranslate2": ctranslate2.__version__}, "results": results,
+    })
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--argos", action="store_true", help="batch_type examples vs tokens on the Argos model")
     ap.add_argument("--sentences", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="time each batch this often, keep the fastest")
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--out", default=str(ROOT / "metrics/translation_speed.json"))
+    ap.add_argument("--out", default=None, help="default: metrics/translation_speed.json "
+                                                 "(--argos: metrics/translation_batch_type.json)")
     args = ap.parse_args()
+    if args.argos:
+        return argos_batch_types(args)
+    args.out = args.out or str(ROOT / "metrics/translation_speed.json")
 
     import ctranslate2
     import numpy as np

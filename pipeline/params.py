@@ -115,6 +115,10 @@ class TranslationModelSpec(Section):
     target_lang: str | None = None
 
 
+#: the smallest translate.batch_size with batch_type: tokens (a smaller one is a forgotten examples count)
+MIN_BATCH_TOKENS = 128
+
+
 class TranslateParams(Section):
     targets: dict[str, TargetSpec]
     models: dict[str, TranslationModelSpec] = Field(default_factory=dict)
@@ -124,6 +128,27 @@ class TranslateParams(Section):
     threads: int = Field(2, ge=1)
     chunk_size: int = Field(256, ge=1, description="sentences per resumable chunk")
     max_decoding_length: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu", description="CTranslate2 device; auto: cuda when CTranslate2 sees a GPU")
+    device_index: list[Annotated[int, Field(ge=0)]] = Field(
+        [0], min_length=1, description="GPUs one Translator spreads its batches over (one model replica each)")
+    batch_type: Literal["examples", "tokens"] = Field(
+        "examples", description="what batch_size counts: sentences (examples) or padded source tokens (tokens)")
+    shards: int = Field(1, ge=1, le=4096, description="pieces a language is translated in (each its own run, "
+                                                      "e.g. on another machine: translate --shard i/N), then merged")
+
+    @model_validator(mode="after")
+    def _devices_and_batches(self):
+        if len(set(self.device_index)) != len(self.device_index):
+            raise ValueError(f"translate.device_index: {self.device_index} lists a device twice")
+        if self.device == "cpu" and self.device_index != [0]:
+            raise ValueError("translate.device_index: the CPU has one device ([0]); more CPU replicas are not "
+                             "supported here (use translate.threads)")
+        if self.batch_type == "tokens" and self.batch_size < MIN_BATCH_TOKENS:
+            raise ValueError(f"translate.batch_size: with batch_type: tokens, batch_size counts padded source "
+                             f"tokens per batch; {self.batch_size} is a sentence or two (at least "
+                             f"{MIN_BATCH_TOKENS}, e.g. 1024)")
+        return self
 
 
 class RoundTripSpec(Section):

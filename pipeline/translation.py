@@ -6,9 +6,14 @@
   sentencepiece model in a zip; one fixed direction, no language token).
 
 Both translate text by sentences (:func:`split_sentences`, joined back by :func:`join_sentences`),
-all sentences of one call in batches sorted by length. :func:`translate_resumable` keeps finished
-chunks on disk so an interrupted run resumes where it stopped; :func:`reference_pairs` and
-:func:`translate_pairs` build the ``translate`` stage's table.
+all sentences of one call in batches sorted by length; one ``ctranslate2.Translator`` can hold a replica
+on each of several GPUs (``device_index``) and runs batches on all of them at once.
+:func:`translate_resumable` keeps finished chunks on disk so an interrupted run resumes where it
+stopped; :func:`translate_shard` translates one contiguous range of those chunks (shard ``i`` of ``N``,
+e.g. on another machine) and :func:`write_shard` / :func:`read_shards` carry the finished chunks to the
+run that merges them. The chunk, not the shard, is the unit of translation, so a merged sharded run
+returns exactly what an unsharded one does. :func:`reference_pairs` and :func:`translate_pairs` build
+the ``translate`` stage's table.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -88,10 +93,15 @@ class CTranslate2Translator(ABC):
 
     Args:
         beam_size: 1 is greedy decoding.
-        max_batch_size: sentences per ``translate_batch`` call.
+        max_batch_size: sentences (``batch_type="examples"``) or padded source tokens (``"tokens"``) per batch.
+        batch_type: ``examples``: batches of ``max_batch_size`` sentences made here from the length-sorted
+            sentences; ``tokens``: all sentences of a call go to one ``translate_batch`` call that CTranslate2
+            cuts into batches of at most ``max_batch_size`` tokens.
+        device: ``cpu``, ``cuda`` or ``auto`` (cuda when CTranslate2 sees a GPU).
+        device_index: the GPUs to load a model replica on; batches run on all replicas at once.
         max_decoding_length: output tokens per sentence, a language prefix token included.
         split: translate sentence by sentence (texts are joined back afterwards).
-        progress: show a tqdm bar counting sentences.
+        progress: report progress (a bar on a terminal, log lines elsewhere: :func:`pipeline.console.progress`).
     """
 
     model = None
@@ -99,16 +109,32 @@ class CTranslate2Translator(ABC):
 
     def __init__(self, beam_size: int = 4, max_batch_size: int = 32, compute_type: str = "int8",
                  inter_threads: int = 1, intra_threads: int = 2, max_decoding_length: int = 256,
-                 split: bool = True, progress: bool = True, desc: str = "translate"):
+                 split: bool = True, progress: bool = True, desc: str = "translate", batch_type: str = "examples",
+                 device: str = "cpu", device_index: Sequence[int] = (0,)):
+        if batch_type not in ("examples", "tokens"):
+            raise ValueError(f"batch_type must be 'examples' or 'tokens', got {batch_type!r}")
         self.beam_size, self.max_batch_size, self.compute_type = beam_size, max_batch_size, compute_type
+        self.batch_type, self.device, self.device_index = batch_type, device, list(device_index)
         self.inter_threads, self.intra_threads = inter_threads, intra_threads
         self.max_decoding_length, self.split, self.progress, self.desc = max_decoding_length, split, progress, desc
+
+    @property
+    def replicas(self) -> int:
+        """Batches CTranslate2 can run at once: one per device index and inter thread."""
+        return len(self.device_index) * self.inter_threads
 
     def _load(self, model_dir: str | Path) -> None:
         import ctranslate2
 
-        self.model = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=self.compute_type,
-                                            inter_threads=self.inter_threads, intra_threads=self.intra_threads)
+        if self.device == "cuda":
+            found = ctranslate2.get_cuda_device_count()
+            missing = [i for i in self.device_index if i >= found]
+            if missing:
+                raise RuntimeError(f"translate.device: cuda with device_index {self.device_index}, but CTranslate2 "
+                                   f"sees {found} CUDA device(s)")
+        self.model = ctranslate2.Translator(str(model_dir), device=self.device, device_index=self.device_index,
+                                            compute_type=self.compute_type, inter_threads=self.inter_threads,
+                                            intra_threads=self.intra_threads)
 
     @abstractmethod
     def _tokenize(self, sentences: list[str]) -> list[list[str]]:
@@ -122,22 +148,41 @@ class CTranslate2Translator(ABC):
         """Tokens forced at the start of every output (a language token), or None."""
         return None
 
+    def _translate_batch(self, tokens: list[list[str]], asynchronous: bool = False):
+        prefix = self._target_prefix()
+        return self.model.translate_batch(
+            tokens, target_prefix=[prefix] * len(tokens) if prefix else None, max_batch_size=self.max_batch_size,
+            batch_type=self.batch_type, asynchronous=asynchronous, beam_size=self.beam_size,
+            max_decoding_length=self.max_decoding_length,
+        )
+
     def translate_tokens(self, sentences: list[str]) -> list[list[str]]:
         """Best hypothesis (output tokens, language prefix included) of each sentence, in input order.
 
-        Sentences are tokenised, sorted by token length and decoded ``max_batch_size`` at a time.
+        ``batch_type="examples"``: sentences are tokenised, sorted by token length and decoded
+        ``max_batch_size`` at a time; with several replicas (devices) the batches are submitted
+        asynchronously and run on all of them at once (the same batches, so the same output).
+        ``"tokens"``: one ``translate_batch`` call; CTranslate2 sorts the sentences by length, cuts them
+        into batches of at most ``max_batch_size`` tokens and runs those on all replicas.
         """
         tokens = self._tokenize(sentences)
-        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]), reverse=True)
         out: list[list[str]] = [[] for _ in tokens]
-        prefix = self._target_prefix()
         with console.progress(len(tokens), self.desc, "sentences", enabled=self.progress) as bar:
-            for start in range(0, len(order), self.max_batch_size):
-                idx = order[start : start + self.max_batch_size]
-                results = self.model.translate_batch(
-                    [tokens[i] for i in idx], target_prefix=[prefix] * len(idx) if prefix else None,
-                    beam_size=self.beam_size, max_decoding_length=self.max_decoding_length,
-                )
+            if self.batch_type == "tokens":
+                for i, res in enumerate(self._translate_batch(tokens) if tokens else []):
+                    out[i] = res.hypotheses[0]
+                bar.update(len(tokens))
+                return out
+            order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]), reverse=True)
+            step = self.max_batch_size
+            batches = [order[start : start + step] for start in range(0, len(order), step)]
+            if self.replicas > 1:  # all batches queued at once: each replica takes the next free one
+                pending = [(idx, self._translate_batch([tokens[i] for i in idx], asynchronous=True))
+                           for idx in batches]
+                results_of = ((idx, [r.result() for r in async_results]) for idx, async_results in pending)
+            else:
+                results_of = ((idx, self._translate_batch([tokens[i] for i in idx])) for idx in batches)
+            for idx, results in results_of:
                 for i, res in zip(idx, results, strict=True):
                     out[i] = res.hypotheses[0]
                 bar.update(len(idx))
@@ -283,8 +328,9 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
     from .assets import Asset, fetch
 
     cache_dir = Path(cache_dir)
-    options = dict(beam_size=settings.beam_size, max_batch_size=settings.batch_size,
+    options = dict(beam_size=settings.beam_size, max_batch_size=settings.batch_size, batch_type=settings.batch_type,
                    compute_type=settings.compute_type, inter_threads=1, intra_threads=settings.threads,
+                   device=settings.device, device_index=settings.device_index,
                    max_decoding_length=settings.max_decoding_length, progress=progress,
                    desc=f"translate {src_lang}->{tgt_lang}")
     if spec.kind == "nllb":
@@ -303,41 +349,121 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
     raise ValueError(f"translate.models: unknown kind {spec.kind!r} (valid: nllb, argos)")
 
 
+class LazyTranslator:
+    """A translator built on its first :meth:`translate` call, so a run whose chunks are all finished
+    (a merge of shards) never loads a model."""
+
+    def __init__(self, build: Callable[[], Translator]):
+        self.build, self.translator = build, None
+
+    def translate(self, texts: list[str]) -> list[str]:
+        if self.translator is None:
+            self.translator = self.build()
+        return self.translator.translate(texts)
+
+
 def _texts_hash(texts: list[str], fingerprint: str) -> str:
     return hashlib.sha256(json.dumps([fingerprint, texts], ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def chunk_plan(texts: Sequence[str], chunk_size: int, fingerprint: str = "") -> list[tuple[list[str], str]]:
+    """The chunks of ``texts`` that :func:`translate_resumable` translates one at a time: each chunk's
+    texts and the sha256 of them and ``fingerprint`` (its identity in work folders and shard files)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunks = [list(texts[start : start + chunk_size]) for start in range(0, len(texts), chunk_size)]
+    return [(chunk, _texts_hash(chunk, fingerprint)) for chunk in chunks]
+
+
+def shard_chunks(n_chunks: int, shard: int, shards: int) -> range:
+    """Chunk indices of shard ``shard`` (0-based) of ``shards``: contiguous, in order, sizes differing by at
+    most one; the shards of one ``shards`` cover every chunk once (a shard may be empty)."""
+    if shards < 1 or not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: need shards >= 1 and 0 <= shard < shards")
+    return range(n_chunks * shard // shards, n_chunks * (shard + 1) // shards)
+
+
+def _run_chunk(k: int, chunk: list[str], digest: str, translator: Translator, work_dir: Path,
+               known: Mapping[str, list[str]] | None) -> list[str]:
+    """Outputs of chunk ``k``: from ``known`` (finished elsewhere), from ``work_dir`` (finished before a
+    kill), or translated now and written to ``work_dir`` atomically."""
+    if known and len(known.get(digest, ())) == len(chunk):
+        return list(known[digest])
+    path = work_dir / f"chunk-{k:05d}.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("input_sha256") == digest and len(saved.get("outputs", [])) == len(chunk):
+            return saved["outputs"]
+    done = translator.translate(chunk)
+    if len(done) != len(chunk):
+        raise RuntimeError(f"translator returned {len(done)} texts for {len(chunk)} (chunk {path.name})")
+    write_json(path, {"input_sha256": digest, "outputs": done})
+    return done
+
+
 def translate_resumable(texts: list[str], translator: Translator, work_dir: str | Path, chunk_size: int,
-                        fingerprint: str = "") -> list[str]:
+                        fingerprint: str = "", known: Mapping[str, list[str]] | None = None) -> list[str]:
     """Translate ``texts`` in chunks of ``chunk_size``, keeping each finished chunk on disk.
 
     Chunk ``k`` is written atomically to ``work_dir/chunk-{k:05d}.json`` with the sha256 of its input
     texts (and of ``fingerprint``, e.g. the model and decoding settings). A rerun reuses every chunk
     whose hash matches, so an interrupted run resumes after its last finished chunk and returns the
-    same list as an uninterrupted one.
+    same list as an uninterrupted one. ``known`` maps chunk hashes to outputs finished elsewhere (the
+    shard files of :func:`read_shards`); those chunks are taken as they are, not translated.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     out: list[str] = []
-    for k, start in enumerate(range(0, len(texts), chunk_size)):
-        chunk = list(texts[start : start + chunk_size])
-        path, digest = work_dir / f"chunk-{k:05d}.json", _texts_hash(chunk, fingerprint)
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                saved = {}
-            if saved.get("input_sha256") == digest and len(saved.get("outputs", [])) == len(chunk):
-                out.extend(saved["outputs"])
-                continue
-        done = translator.translate(chunk)
-        if len(done) != len(chunk):
-            raise RuntimeError(f"translator returned {len(done)} texts for {len(chunk)} (chunk {path.name})")
-        write_json(path, {"input_sha256": digest, "outputs": done})
-        out.extend(done)
+    for k, (chunk, digest) in enumerate(chunk_plan(texts, chunk_size, fingerprint)):
+        out.extend(_run_chunk(k, chunk, digest, translator, work_dir, known))
     return out
+
+
+def translate_shard(texts: list[str], translator: Translator, work_dir: str | Path, chunk_size: int, shard: int,
+                    shards: int, fingerprint: str = "", known: Mapping[str, list[str]] | None = None) -> list[dict]:
+    """Translate shard ``shard`` of ``shards`` of ``texts``: the chunks :func:`shard_chunks` assigns it,
+    resumably through ``work_dir`` as :func:`translate_resumable` does. Returns the shard's chunk records
+    (``index``, ``input_sha256``, ``outputs``) for :func:`write_shard`."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    plan = chunk_plan(texts, chunk_size, fingerprint)
+    return [{"index": k, "input_sha256": plan[k][1],
+             "outputs": _run_chunk(k, *plan[k], translator, work_dir, known)}
+            for k in shard_chunks(len(plan), shard, shards)]
+
+
+def shard_missing(texts: Sequence[str], chunk_size: int, shard: int, shards: int, fingerprint: str,
+                  known: Mapping[str, list[str]]) -> int:
+    """How many chunks of shard ``shard`` of ``shards`` are not in ``known`` (0: the shard is done)."""
+    plan = chunk_plan(texts, chunk_size, fingerprint)
+    return sum(len(known.get(plan[k][1], ())) != len(plan[k][0]) for k in shard_chunks(len(plan), shard, shards))
+
+
+def shard_path(folder: str | Path, shard: int, shards: int) -> Path:
+    return Path(folder) / f"shard-{shard:03d}-of-{shards:03d}.json"
+
+
+def write_shard(folder: str | Path, shard: int, shards: int, records: list[dict], meta: dict | None = None) -> Path:
+    """Write one shard's finished chunks to ``folder/shard-<i>-of-<N>.json`` (atomically)."""
+    path = shard_path(folder, shard, shards)
+    write_json(path, {**(meta or {}), "shard": shard, "shards": shards, "chunks": records})
+    return path
+
+
+def read_shards(folder: str | Path) -> dict[str, list[str]]:
+    """Chunk hash -> outputs over every ``shard-*.json`` in ``folder`` (none: empty). Shard files of other
+    settings or inputs do no harm: their hashes match no chunk of this run."""
+    known: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).glob("shard-*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            known.update({c["input_sha256"]: c["outputs"] for c in doc["chunks"]})
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a shard file ({err}); remove it") from None
+    return known
 
 
 OUT_COLUMNS = PAIR_COLUMNS + SOURCE_COLUMNS
@@ -366,17 +492,28 @@ def reference_pairs(pairs: pd.DataFrame, lang: str, where: str = "pairs") -> pd.
     return rows.assign(system="reference")[OUT_COLUMNS].reset_index(drop=True)
 
 
+def pair_texts(pairs: pd.DataFrame, where: str = "pairs") -> list[str]:
+    """The distinct texts :func:`translate_pairs` translates, in its order: the English questions, then
+    passages, then non-empty contexts (each text once, at its first place)."""
+    en = _english(pairs, where)
+    context = en["context"].fillna("").astype(str)
+    return list(dict.fromkeys([*en["question"], *en["passage"], *[c for c in context if c.strip()]]))
+
+
 def translate_pairs(pairs: pd.DataFrame, lang: str, translator: Translator, system: str, work_dir: str | Path,
-                    chunk_size: int, fingerprint: str = "", where: str = "pairs") -> pd.DataFrame:
+                    chunk_size: int, fingerprint: str = "", where: str = "pairs",
+                    known: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
     """Machine-translate the English pairs into ``lang`` (``OUT_COLUMNS``).
 
-    Questions, passages and non-empty contexts are translated together through
+    Questions, passages and non-empty contexts (:func:`pair_texts`) are translated together through
     :func:`translate_resumable`, each distinct text once; empty or missing contexts are kept as they are.
+    ``known``: chunks finished by shard runs (:func:`read_shards`).
     """
     en = _english(pairs, where).reset_index(drop=True)
     context = en["context"].fillna("").astype(str)
-    unique = list(dict.fromkeys([*en["question"], *en["passage"], *[c for c in context if c.strip()]]))
-    done = dict(zip(unique, translate_resumable(unique, translator, work_dir, chunk_size, fingerprint), strict=True))
+    unique = pair_texts(pairs, where)
+    done = dict(zip(unique, translate_resumable(unique, translator, work_dir, chunk_size, fingerprint, known),
+                    strict=True))
     return pd.DataFrame({
         "pair_id": en["pair_id"], "source": en["source"], "lang": lang,
         "question": en["question"].map(done), "passage": en["passage"].map(done),

@@ -1,5 +1,6 @@
 """Translation: sentence splitting, NLLB codes, CTranslate2 NLLB == Hugging Face generate on a tiny
-locally built model, the real Argos zh->en model's chrF on MLQA-R, resuming after a kill, the stage."""
+locally built model, the real Argos zh->en model's chrF on MLQA-R, resuming after a kill, the stage;
+devices and batch types reaching CTranslate2, shards that resume and merge to the unsharded run."""
 import json
 import os
 import signal
@@ -333,3 +334,267 @@ def test_stage_reference_and_ctranslate2(tiny_nllb, tmp_path, monkeypatch):
 
     with pytest.raises(SystemExit, match="'es' is not in params.yaml translate.targets"):
         stage.main(["--lang", "es", *args])
+
+
+# --- devices, batch types and shards -----------------------------------------------------------------
+
+def _argos(tmp_path_factory, **overrides):
+    """The real Argos zh->en model with the offline default settings and ``overrides``."""
+    if not (MIRROR / "models" / "translate-zh_en-1_9.argosmodel").exists():
+        pytest.skip(f"the asset mirror {MIRROR} (Argos model) is absent; set PIPELINE_MIRROR")
+    params = load_params(ROOT / "params.yaml").translate
+    settings = TranslateParams(**{**params.model_dump(), **overrides})
+    return build_translator(params.models["argos-zh-en"], settings, MIRROR, "zh", "en",
+                            tmp_path_factory.mktemp("argos"), progress=False)
+
+
+ZH = ["柏林有多少人口？", "长城有多长？", "谁发明了电话？", "北京是中国的首都。", "他在一九九八年出生于上海。",
+      "这条河流入大海。", "学生们在图书馆里读书。", "今天天气很好。", "我们明天去公园吧。", "这本书是谁写的？"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"device": "tpu"}, "device"),
+    ({"device_index": []}, "device_index"),
+    ({"device_index": [-1]}, "device_index"),
+    ({"device": "cuda", "device_index": [0, 1, 0]}, "lists a device twice"),
+    ({"device": "cpu", "device_index": [1]}, "the CPU has one device"),
+    ({"batch_type": "sentences"}, "batch_type"),
+    ({"batch_type": "tokens", "batch_size": 32}, "batch_size counts padded source tokens"),
+    ({"shards": 0}, "shards"),
+    ({"shards": True}, "a boolean"),
+])
+def test_translate_device_batch_and_shard_params_are_validated(overrides, message):
+    base = load_params(ROOT / "params.yaml").translate.model_dump()
+    with pytest.raises(ValueError, match=message):
+        TranslateParams(**{**base, **overrides})
+    ok = TranslateParams(**{**base, "device": "cuda", "device_index": [0, 1, 2, 3], "batch_type": "tokens",
+                            "batch_size": 2048, "shards": 8})
+    assert ok.device_index == [0, 1, 2, 3] and ok.shards == 8
+    assert (base["device"], base["device_index"], base["batch_type"], base["shards"]) == ("cpu", [0], "examples", 1)
+
+
+class FakeCT2:
+    """Stands in for the ``ctranslate2`` module: records the Translator's arguments and every
+    ``translate_batch`` call; 'translates' a sentence to its tokens reversed."""
+
+    def __init__(self, cuda_devices=0):
+        self.cuda_devices, self.init, self.calls = cuda_devices, None, []
+
+    def get_cuda_device_count(self):
+        return self.cuda_devices
+
+    def Translator(self, model_dir, **kwargs):  # noqa: N802 (the ctranslate2 name)
+        self.init = {"model_dir": model_dir, **kwargs}
+        fake = self
+
+        class Result:
+            def __init__(self, tokens):
+                self.hypotheses = [tokens[::-1]]
+
+            def result(self):
+                return self
+
+        class Model:
+            def translate_batch(self, tokens, **options):
+                fake.calls.append({"n": len(tokens), **options})
+                return [Result(t) for t in tokens]
+
+        return Model()
+
+
+class WordTranslator:
+    """A CTranslate2Translator over whitespace tokens (no model files)."""
+
+    def __new__(cls, **options):
+        from pipeline.translation import CTranslate2Translator
+
+        class Words(CTranslate2Translator):
+            def _tokenize(self, sentences):
+                return [s.split() for s in sentences]
+
+            def _detokenize(self, tokens):
+                return " ".join(tokens)
+
+        tr = Words(progress=False, **options)
+        tr._load("model-dir")
+        return tr
+
+
+def test_device_index_and_batch_type_reach_ctranslate2(monkeypatch):
+    sentences = [" ".join(f"w{i}" for i in range(n)) for n in (3, 9, 1, 5, 7, 2, 8)]
+    expected = [" ".join(reversed(s.split())) for s in sentences]
+
+    fake = FakeCT2()
+    monkeypatch.setitem(sys.modules, "ctranslate2", fake)
+    tr = WordTranslator(max_batch_size=3, intra_threads=2)  # the defaults: today's calls
+    assert tr.translate_sentences(sentences) == expected
+    assert fake.init == {"model_dir": "model-dir", "device": "cpu", "device_index": [0], "compute_type": "int8",
+                         "inter_threads": 1, "intra_threads": 2}
+    assert [c["n"] for c in fake.calls] == [3, 3, 1], "length-sorted batches of max_batch_size sentences"
+    assert {(c["max_batch_size"], c["batch_type"], c["asynchronous"]) for c in fake.calls} == {(3, "examples", False)}
+
+    fake = FakeCT2(cuda_devices=4)
+    monkeypatch.setitem(sys.modules, "ctranslate2", fake)
+    tr = WordTranslator(max_batch_size=3, device="cuda", device_index=[0, 1, 2, 3], compute_type="float16")
+    assert tr.replicas == 4 and tr.translate_sentences(sentences) == expected
+    assert fake.init["device"] == "cuda" and fake.init["device_index"] == [0, 1, 2, 3]
+    assert [c["n"] for c in fake.calls] == [3, 3, 1] and all(c["asynchronous"] for c in fake.calls), \
+        "the same batches, queued at once so that every GPU takes one"
+
+    fake = FakeCT2(cuda_devices=2)
+    monkeypatch.setitem(sys.modules, "ctranslate2", fake)
+    tr = WordTranslator(max_batch_size=1024, batch_type="tokens", device="cuda", device_index=[0, 1])
+    assert tr.translate_sentences(sentences) == expected
+    assert [(c["n"], c["max_batch_size"], c["batch_type"]) for c in fake.calls] == [(7, 1024, "tokens")], \
+        "tokens: one call; CTranslate2 cuts it into token batches and spreads them over the GPUs"
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", FakeCT2(cuda_devices=1))
+    with pytest.raises(RuntimeError, match=r"device_index \[0, 1\], but CTranslate2 sees 1 CUDA device"):
+        WordTranslator(device="cuda", device_index=[0, 1])
+    with pytest.raises(ValueError, match="batch_type must be"):
+        WordTranslator(batch_type="words")
+
+
+def test_argos_runs_on_cpu_device_index_0_and_by_tokens(tmp_path_factory):
+    tr = _argos(tmp_path_factory, device="cpu", device_index=[0])
+    assert (tr.model.device, tr.model.device_index) == ("cpu", [0])
+    by_examples = tr.translate(ZH)
+    assert by_examples[0] == "How many people are there in Berlin?"
+    tr.batch_type, tr.max_batch_size = "tokens", 256
+    by_tokens = tr.translate(ZH)
+    assert len(by_tokens) == len(ZH) and by_tokens[0] == by_examples[0]
+    # int8 results may depend on the batch a sentence is in; most are the same
+    assert sum(a == b for a, b in zip(by_tokens, by_examples, strict=True)) >= len(ZH) - 2
+
+
+def test_argos_on_cuda(tmp_path_factory):
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        pytest.skip("no CUDA device: CTranslate2 sees no GPU on this machine")
+    gpus = list(range(ctranslate2.get_cuda_device_count()))
+    tr = _argos(tmp_path_factory, device="cuda", device_index=gpus, compute_type="int8_float16")
+    assert tr.model.device == "cuda" and tr.translate(ZH[:1]) == ["How many people are there in Berlin?"]
+    assert len(tr.translate(ZH)) == len(ZH)
+
+
+def test_shard_chunks_partition_the_chunks():
+    from pipeline.translation import shard_chunks
+
+    for n_chunks in range(0, 12):
+        for shards in range(1, 6):
+            ranges = [shard_chunks(n_chunks, i, shards) for i in range(shards)]
+            assert [k for r in ranges for k in r] == list(range(n_chunks))
+            assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
+    with pytest.raises(ValueError, match="0 <= shard < shards"):
+        shard_chunks(4, 2, 2)
+
+
+SHARD_KILLER = textwrap.dedent("""
+    import json, os, signal, sys
+    from pipeline.translation import translate_shard
+
+    class KillOnSecondChunk:
+        calls = 0
+        def translate(self, texts):
+            self.calls += 1
+            if self.calls == 2:  # the shard's first chunk is on disk by now
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [t[::-1].upper() for t in texts]
+
+    texts = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    translate_shard(texts, KillOnSecondChunk(), sys.argv[2], chunk_size=3, shard=1, shards=3, fingerprint="fp")
+""")
+
+
+class NoModel:
+    def translate(self, texts):
+        raise AssertionError(f"every chunk was in a shard file, yet {len(texts)} texts were translated")
+
+
+def test_shard_killed_midway_resumes_and_shards_merge_to_the_unsharded_run(tmp_path):
+    from pipeline.translation import read_shards, shard_missing, translate_shard, write_shard
+
+    texts = [f"sentence number {i}." for i in range(20)]  # 7 chunks of 3: shards of 2, 2 and 3 chunks
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "killer.py").write_text(SHARD_KILLER)
+    work, shard_dir = tmp_path / "work", tmp_path / "shards"
+    proc = subprocess.run([sys.executable, str(tmp_path / "killer.py"), str(tmp_path / "texts.json"), str(work)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["chunk-00002.json"], "shard 1 of 3 starts at chunk 2"
+
+    fake = Reverser()
+    records = translate_shard(texts, fake, work, 3, 1, 3, "fp")
+    assert fake.seen == texts[9:12], "the killed shard resumes after its finished chunk"
+    assert [r["index"] for r in records] == [2, 3]
+    write_shard(shard_dir, 1, 3, records)
+    for shard in (0, 2):  # the other shards, e.g. on other machines
+        write_shard(shard_dir, shard, 3, translate_shard(texts, Reverser(), tmp_path / f"work{shard}", 3, shard, 3,
+                                                          "fp"))
+    known = read_shards(shard_dir)
+    assert sorted(p.name for p in shard_dir.iterdir()) == [f"shard-00{i}-of-003.json" for i in range(3)]
+    assert all(shard_missing(texts, 3, i, 3, "fp", known) == 0 for i in range(3))
+    assert shard_missing(texts, 3, 0, 3, "other settings", known) == 2, "other settings: other chunks"
+
+    merged = translate_resumable(texts, NoModel(), tmp_path / "merge", 3, "fp", known=known)
+    unsharded = translate_resumable(texts, Reverser(), tmp_path / "plain", 3, "fp")
+    assert merged == unsharded == [t[::-1].upper() for t in texts]
+    fake = Reverser()  # a missing shard is translated by the merge itself
+    (shard_dir / "shard-002-of-003.json").unlink()
+    assert translate_resumable(texts, fake, tmp_path / "merge2", 3, "fp", known=read_shards(shard_dir)) == merged
+    assert fake.seen == texts[12:]
+
+
+def test_argos_shards_merge_to_the_unsharded_run(tmp_path_factory, tmp_path):
+    """The real model: chunks translated in three shards (separate translators, as on three machines)
+    merge to exactly the unsharded output."""
+    from pipeline.translation import read_shards, translate_shard, write_shard
+
+    unsharded = translate_resumable(ZH, _argos(tmp_path_factory), tmp_path / "plain", 4, "fp")
+    for shard in range(3):
+        records = translate_shard(ZH, _argos(tmp_path_factory), tmp_path / f"work{shard}", 4, shard, 3, "fp")
+        write_shard(tmp_path / "shards", shard, 3, records)
+    assert translate_resumable(ZH, NoModel(), tmp_path / "merge", 4, "fp",
+                               known=read_shards(tmp_path / "shards")) == unsharded
+
+
+def test_stage_shards_on_separate_runs_then_merge(tiny_nllb, tmp_path, monkeypatch):
+    from pipeline.stages import translate as stage
+
+    hf_dir, _, _ = tiny_nllb
+    params = load_params(ROOT / "params.yaml").model_dump()
+    params["translate"]["targets"] = {"fr": {"backend": "ctranslate2", "model": "tiny"}, "de": {"backend": "reference"}}
+    params["translate"]["models"] = {"tiny": {"kind": "nllb", "hub_id": str(hf_dir)}}
+    params["translate"].update(compute_type="float32", beam_size=1, threads=1, max_decoding_length=8, chunk_size=2)
+    params["filter"]["roundtrip"] = {}
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", tmp_path / "params.yaml")
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    _pairs().to_parquet(tmp_path / "pairs.parquet", index=False)
+
+    def run(out, *extra, shards=1):
+        params["translate"]["shards"] = shards
+        (tmp_path / "params.yaml").write_text(json.dumps(params))
+        stage.main(["--lang", "fr", "--pairs", str(tmp_path / "pairs.parquet"), "--out", str(tmp_path / out),
+                    "--work", str(tmp_path / "work"), "--shards-dir", str(tmp_path / "shards"), *extra])
+
+    run("plain")  # 8 distinct texts: 4 chunks of 2
+    assert not (tmp_path / "shards").exists(), "shards: 1 writes no shard files"
+    run("unused", "--shard", "0/2", shards=2)  # e.g. machine A
+    run("unused", "--shard", "1/2", shards=2)  # machine B
+    assert sorted(p.name for p in (tmp_path / "shards" / "fr").iterdir()) == ["shard-000-of-002.json",
+                                                                             "shard-001-of-002.json"]
+    assert not (tmp_path / "unused").exists() and not list((tmp_path / "work" / "fr").glob("chunk-*"))
+
+    def no_model(*a, **k):
+        raise AssertionError("the merge of finished shards must not load a model")
+
+    monkeypatch.setattr(stage, "build_translator", no_model)
+    run("merged", shards=2)
+    assert (tmp_path / "merged" / "fr.parquet").read_bytes() == (tmp_path / "plain" / "fr.parquet").read_bytes()
+    run("merged4", shards=4)  # another shard count: the chunks are the same, so the shard files still serve
+    assert (tmp_path / "merged4" / "fr.parquet").read_bytes() == (tmp_path / "plain" / "fr.parquet").read_bytes()
+    run("unused", "--shard", "0/2", shards=2)  # a reference target has nothing to shard
+    with pytest.raises(SystemExit):
+        run("unused", "--shard", "2/2")
