@@ -332,7 +332,8 @@ def roundtrip_resume(params, langs, work_dir: str | Path) -> dict[str, Resume]:
         key = params.filter.roundtrip[lang].model
         fingerprint = json.dumps({"direction": f"{lang}->{SOURCE_LANG}",
                                   "model": params.translate.models[key].model_dump(),
-                                  "settings": params.translate.model_dump(exclude={"targets", "models"})},
+                                  "settings": params.translate.model_dump(
+                                      exclude={"targets", "models", "shards", "device_index"})},
                                  sort_keys=True)
         out[lang] = Resume(Path(work_dir) / lang, params.translate.chunk_size, fingerprint)
     return out
