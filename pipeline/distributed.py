@@ -113,12 +113,16 @@ def gather_rows(x: torch.Tensor, total: int, d: Dist) -> torch.Tensor:
     Slices of unequal size are padded to the largest and trimmed after the gather."""
     if not d.enabled:
         return x
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
     sizes = [bounds(total, d.world_size, r) for r in range(d.world_size)]
     width = max(b - a for a, b in sizes)
     padded = torch.cat([x, x.new_zeros(width - x.shape[0], x.shape[1])]) if x.shape[0] < width else x
-    parts = all_gather(padded)
+    with warnings.catch_warnings():  # torch 2.13 points to a private replacement; this one is public and works
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(padded)
     return torch.cat([p[: b - a] for p, (a, b) in zip(parts, sizes, strict=True)])
 
 

@@ -233,3 +233,32 @@ def test_distributed_x_x_batches_stay_one_language_across_ranks(two_processes):
     assert runs[1]["metrics"] is None  # only rank 0 reports
     w0, w1 = (torch.load(two_processes / f"weights.{rank}.pt") for rank in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0), "the ranks' weights stay in sync"
+
+
+def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, monkeypatch):  # noqa: F811
+    """``torchrun --nproc_per_node 2 -m pipeline.stages.train``: rank 0 alone writes the model and metrics."""
+    import subprocess
+    import sys
+
+    import pipeline.params
+    from conftest import ROOT
+    from test_training import _stage_params
+
+    from pipeline.stages import assemble, split
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path, mini_batch_size=3))
+    (tmp_path / "data/filtered").mkdir(parents=True)
+    pair_table().to_parquet("data/filtered/pairs.parquet", index=False)
+    split.main([])
+    assemble.main([])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_PARAMS": str(tmp_path / "params.yaml")}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "pipeline.stages.train", "--base", str(tiny_model)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert m["processes"] == 2 and m["steps_run"] == 4 and m["select_by"] == "dev"
+    assert (tmp_path / "models/trained/model.safetensors").exists()
+    assert (tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").exists()
+    assert len((tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").read_text().splitlines()) == 5  # once
