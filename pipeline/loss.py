@@ -84,3 +84,22 @@ class InfoNCELoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
+
+
+def info_nce_share(q: torch.Tensor, candidates: torch.Tensor, first: int, total: int,
+                   scale: float = 20.0) -> torch.Tensor:
+    """One slice's share of :func:`info_nce` over a batch of ``total`` pairs split across processes.
+
+    ``q`` ``(n, H)`` are the queries of rows ``first .. first + n - 1`` of the batch, ``candidates``
+    ``(total + M, H)`` the whole batch's passages in row order followed by its ``M`` hard negatives
+    (any ``M``, 0 included). Returns the sum of these rows' cross-entropies divided by ``total``, so
+    the shares of all slices add up to the batch's mean loss. Float32 whatever the input dtype.
+    """
+    if q.dim() != 2 or candidates.dim() != 2 or candidates.shape[1] != q.shape[1] or candidates.shape[0] < total:
+        raise ValueError(f"q (n, dim) and candidates (>= {total}, dim) expected, got {tuple(q.shape)} and "
+                         f"{tuple(candidates.shape)}")
+    q = F.normalize(q.float(), dim=-1)
+    candidates = F.normalize(candidates.float(), dim=-1)
+    scores = q @ candidates.T * scale
+    labels = torch.arange(first, first + q.shape[0], device=q.device)
+    return F.cross_entropy(scores, labels, reduction="sum") / total

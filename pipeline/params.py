@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from .errors import PipelineError
 
@@ -219,6 +219,16 @@ class TrainParams(Section):
                                       "value); 0 lets the fused SDPA kernel run, which keeps no attention "
                                       "matrices for the backward pass (measured on CPU: -0.19 GB step peak, "
                                       "1.18x the step time; benchmarks/training_speed.py). Hidden dropout stays")
+    mini_batch_size: int | None = Field(
+        None, ge=1, description="gradient caching (cached InfoNCE): embed each batch in chunks of this many texts "
+                                "without the graph, take the loss and its gradient on the whole batch, then "
+                                "re-embed chunk by chunk (same dropout) to backpropagate; activation memory of one "
+                                "chunk at ~1.3x the compute. The chunks replace micro_batch as the forward passes. "
+                                "null: off")
+    cross_device_negatives: StrictBool = Field(
+        True, description="with several processes (torchrun): all-gather the passages and hard negatives so every "
+                          "query sees the whole global batch (the one-process loss); false: each process's loss "
+                          "over its own slice, averaged. No effect in one process")
 
 
 class MiningParams(Section):

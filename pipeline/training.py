@@ -37,8 +37,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .distributed import SINGLE, Dist, all_sum, bounds, broadcast_flag, broadcast_parameters, gather_rows, \
+    reduce_gradients, shard
 from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
-from .loss import info_nce
+from .loss import info_nce, info_nce_share
 from .st_format import write_st_folder
 
 logger = logging.getLogger(__name__)
@@ -193,17 +195,141 @@ def forward_embed(enc: DualEncoder, texts: list[str], prefix: str, precision: st
     ids = tokenize(enc.tokenizer, texts, prefix, enc.max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if micro_batch else list(range(len(ids)))
     size = micro_batch or max(len(ids), 1)
-    parts = []
-    for s in range(0, len(order), size):
-        input_ids, mask = (t.to(enc.device) for t in pad([ids[i] for i in order[s : s + size]],
-                                                         enc.tokenizer.pad_token_id))
-        with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            hidden = enc.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        parts.append(pool(hidden.float(), mask, enc.pooling))
+    parts = [_encode_pass(enc, [ids[i] for i in order[s : s + size]], precision) for s in range(0, len(order), size)]
     vecs = torch.cat(parts)
     if micro_batch:
         vecs = vecs[torch.tensor(order, device=vecs.device).argsort()]
     return nn.functional.normalize(vecs, dim=-1)
+
+
+def _encode_pass(enc: DualEncoder, ids: list[list[int]], precision: str) -> torch.Tensor:
+    """Pooled, not normalised, float32 vectors of one forward pass (bf16 autocast with ``precision: bf16``)."""
+    input_ids, mask = (t.to(enc.device) for t in pad(ids, enc.tokenizer.pad_token_id))
+    with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        hidden = enc.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    return pool(hidden.float(), mask, enc.pooling)
+
+
+class RandContext:
+    """The random-number state at creation (CPU, and the CUDA device's when on one); ``with ctx:`` replays
+    it and restores the outer state afterwards, so a forward pass re-run inside draws the same dropout
+    masks as the first time (sentence-transformers' ``RandContext``, via ``torch.random.fork_rng``)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self._fork = None
+
+    def __enter__(self):
+        self._fork = torch.random.fork_rng(devices=[self.device] if self.cuda_state is not None else [])
+        self._fork.__enter__()
+        torch.set_rng_state(self.cpu_state)
+        if self.cuda_state is not None:
+            torch.cuda.set_rng_state(self.cuda_state, self.device)
+        return self
+
+    def __exit__(self, *exc):
+        fork, self._fork = self._fork, None
+        return fork.__exit__(*exc)
+
+
+def _sides(enc: DualEncoder, batch: TextBatch) -> list[list[list[int]]]:
+    """Token ids of a batch's three sides: queries, passages, hard negatives (possibly none)."""
+    sides = [(batch.queries, enc.query_prefix), (batch.passages, enc.passage_prefix),
+             (batch.hard_negatives or [], enc.passage_prefix)]
+    return [tokenize(enc.tokenizer, texts, prefix, enc.max_length) if texts else [] for texts, prefix in sides]
+
+
+def _length_chunks(ids: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of ``ids`` in chunks of ``size``, shortest texts first (stable): :func:`forward_embed`'s passes."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[s : s + size] for s in range(0, len(order), size)]
+
+
+def cached_backward(enc: DualEncoder, batch: TextBatch, precision: str, mini_batch_size: int, loss_fn):
+    """Gradient caching (Gao et al. 2021, "Scaling deep contrastive learning batch size under memory
+    limited setup"; Tevatron's grad_cache, sentence-transformers' ``CachedMultipleNegativesRankingLoss``).
+
+    1. Embed each side of ``batch`` in length-sorted chunks of ``mini_batch_size`` texts without the
+       autograd graph, recording the random-number state before each chunk (:class:`RandContext`).
+    2. ``loss_fn(q, p, hard_negatives)`` on the whole batch's (detached) vectors; backward gives the
+       gradient of the loss with respect to every vector.
+    3. Re-embed each chunk with the graph under its recorded random state (the same dropout masks)
+       and backpropagate its slice of that gradient into the weights.
+
+    Peak activation memory is that of one chunk, whatever the batch size; the cost is a second forward
+    pass. The loss and the gradients equal those of :func:`forward_embed` with ``micro_batch =
+    mini_batch_size`` from the same random state (same passes, same dropout), up to float rounding.
+    An empty side (no hard negatives) gives ``(0, H)``. Returns the loss (detached).
+    """
+    sides = _sides(enc, batch)
+    chunks = [_length_chunks(ids, mini_batch_size) for ids in sides]
+    states: list[list[RandContext]] = []
+    vectors: list[torch.Tensor | None] = []
+    with torch.no_grad():
+        for ids, parts in zip(sides, chunks, strict=True):
+            states.append([])
+            out = None
+            for idx in parts:
+                states[-1].append(RandContext(enc.device))
+                v = nn.functional.normalize(_encode_pass(enc, [ids[i] for i in idx], precision), dim=-1)
+                if out is None:
+                    out = v.new_empty(len(ids), v.shape[1])
+                out[torch.tensor(idx, device=v.device)] = v
+            vectors.append(out)
+    dim = vectors[0].shape[1]
+    leaves = [(v if v is not None else torch.zeros(0, dim, device=enc.device)).requires_grad_() for v in vectors]
+    loss = loss_fn(*leaves)
+    loss.backward()
+    for ids, parts, rngs, leaf in zip(sides, chunks, states, leaves, strict=True):
+        if leaf.grad is None:
+            continue
+        for idx, rng in zip(parts, rngs, strict=True):
+            with rng:
+                v = nn.functional.normalize(_encode_pass(enc, [ids[i] for i in idx], precision), dim=-1)
+            v.backward(leaf.grad[torch.tensor(idx, device=leaf.device)])
+    return loss.detach()
+
+
+def contrastive_backward(enc: DualEncoder, batch: TextBatch, params, d: Dist = SINGLE) -> float:
+    """Loss of the global ``batch`` and its gradients in the weights' ``.grad`` (summed over the
+    processes, or averaged with ``cross_device_negatives: false``); the path of gradient caching
+    (``params.mini_batch_size``) and of several processes.
+
+    This process embeds its slice (:func:`pipeline.distributed.shard`); with ``cross_device_negatives``
+    the passages and hard negatives of every slice are all-gathered (gradients flow back to their
+    owners) and this slice's queries are scored against all of them, its share of the batch-mean
+    InfoNCE being the sum of its rows' losses over the global batch size: the shares add up to the
+    one-process loss, and the summed gradients to its gradients. Without it each process's loss is
+    InfoNCE over its slice alone and the result is the mean over the processes (as DDP would do).
+    Forward passes: chunks of ``mini_batch_size`` when caching (``micro_batch`` is then not used),
+    else ``micro_batch`` as in :func:`forward_embed`.
+    """
+    local = shard(batch, d)
+    n_total, m_total = len(batch), len(batch.hard_negatives or [])
+    cross = d.enabled and getattr(params, "cross_device_negatives", True)
+
+    def loss_fn(q, p, hn):
+        if not cross:
+            return info_nce(q, p, params.scale, hn if m_total else None)
+        candidates = gather_rows(p, n_total, d)
+        if m_total:
+            candidates = torch.cat([candidates, gather_rows(hn, m_total, d)])
+        return info_nce_share(q, candidates, bounds(n_total, d.world_size, d.rank)[0], n_total, params.scale)
+
+    mini = getattr(params, "mini_batch_size", None)
+    if mini:
+        loss = cached_backward(enc, local, params.precision, mini, loss_fn)
+    else:
+        q = forward_embed(enc, local.queries, enc.query_prefix, params.precision, params.micro_batch)
+        p = forward_embed(enc, local.passages, enc.passage_prefix, params.precision, params.micro_batch)
+        hn = (forward_embed(enc, local.hard_negatives, enc.passage_prefix, params.precision, params.micro_batch)
+              if local.hard_negatives else q.new_zeros(0, q.shape[1]))
+        loss = loss_fn(q, p, hn)
+        loss.backward()
+    total = all_sum(loss.item(), d)
+    return total if cross else total / d.world_size
 
 
 def release_memory() -> None:
@@ -346,18 +472,23 @@ def _prepare(model_dir, params, models, device):
 
 class _Evaluations:
     """Step 2 of a run: score the encoder at a step (dev set; validation loss under ``select_by:
-    val_loss``), log it, and let the :class:`Selector` keep the weights or call a stop."""
+    val_loss``), log it, and let the :class:`Selector` keep the weights or call a stop.
+
+    With several processes only rank 0 evaluates (the weights are equal on every rank) and its
+    decision to stop is broadcast, so all ranks stop at the same step."""
 
     def __init__(self, enc: DualEncoder, dev: DevSet | None, val_batches: list[TextBatch], params, log: _Log,
-                 progress: bool):
-        self.enc, self.dev, self.val_batches, self.params, self.log, self.progress = \
-            enc, dev, val_batches, params, log, progress
+                 progress: bool, d: Dist = SINGLE):
+        self.enc, self.dev, self.val_batches, self.params, self.log, self.progress, self.d = \
+            enc, dev, val_batches, params, log, progress, d
         self.selector = Selector(params.select_by, params.patience)
         self.history: list[dict] = []
         self.seconds = 0.0
 
     def __call__(self, step: int) -> bool:
-        """Evaluate at ``step``; True when training should stop."""
+        """Evaluate at ``step``; True when training should stop (on every rank)."""
+        if not self.d.is_main:
+            return broadcast_flag(False, self.d)  # waits for rank 0's evaluation and decision
         t = time.perf_counter()
         record = {"step": step}
         if self.dev is not None:
@@ -373,24 +504,34 @@ class _Evaluations:
         if self.progress:
             shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
             logger.info("step %d: %s (kept so far: step %s)", step, shown, self.selector.best_step)
-        return stop
+        return broadcast_flag(stop, self.d)
 
 
 def optimisation_step(enc: DualEncoder, batch: TextBatch, optimizer, schedule, trainable: list[torch.Tensor],
-                      params) -> tuple[float, float, float]:
+                      params, d: Dist = SINGLE) -> tuple[float, float, float]:
     """Step 3, once per batch: loss (``params.precision``, ``params.micro_batch``), backward, clip, AdamW,
-    schedule. Returns ``(loss, learning rate used, gradient norm before clipping)``."""
+    schedule. Returns ``(loss, learning rate used, gradient norm before clipping)``.
+
+    With gradient caching (``params.mini_batch_size``) or several processes (``d``) the loss and
+    backward are :func:`contrastive_backward`'s, then the gradients are reduced over the processes, so
+    every process clips and steps the same gradients and the weights stay equal."""
     lr = optimizer.param_groups[0]["lr"]
-    loss = enc.loss(batch, params.scale, params.precision, params.micro_batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if d.enabled or getattr(params, "mini_batch_size", None):
+        optimizer.zero_grad(set_to_none=True)
+        loss = contrastive_backward(enc, batch, params, d)
+        reduce_gradients(trainable, d, average=not getattr(params, "cross_device_negatives", True))
+    else:  # one process, no caching: the original path, unchanged
+        loss = enc.loss(batch, params.scale, params.precision, params.micro_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.item()
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm).item()
     optimizer.step()
     schedule.step()
-    return loss.item(), lr, grad_norm
+    return loss, lr, grad_norm
 
 
-def _check_inputs(train_batches, val_batches, params, dev) -> None:
+def _check_inputs(train_batches, val_batches, params, dev, dist: Dist = SINGLE) -> None:
     if params.steps < 1:
         raise ValueError("train() needs steps >= 1; steps 0 keeps the base model (see copy_model)")
     if not train_batches:
@@ -399,6 +540,8 @@ def _check_inputs(train_batches, val_batches, params, dev) -> None:
         raise ValueError("train.select_by: dev needs the dev set (data/split/dev)")
     if params.select_by == "val_loss" and not val_batches:
         raise ValueError("train.select_by: val_loss needs validation batches")
+    if train_batches and min(len(b) for b in train_batches) < dist.world_size:
+        raise ValueError(f"{dist.world_size} processes need batches of at least {dist.world_size} pairs")
 
 
 def _finish(model: nn.Module, evals: _Evaluations, step: int, stopped_early: bool, recent: list[float],
@@ -435,7 +578,7 @@ def _finish(model: nn.Module, evals: _Evaluations, step: int, stopped_early: boo
 
 def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: list[TextBatch], params, models,
           seed: int, live_dir: str | Path | None = None, device: torch.device | None = None, progress: bool = True,
-          dev: DevSet | None = None):
+          dev: DevSet | None = None, dist: Dist = SINGLE):
     """Train the encoder in ``model_dir``; returns ``(model, tokenizer, metrics)`` with the kept weights loaded.
 
     ``params`` is a :class:`~pipeline.params.TrainParams`, ``models`` a :class:`~pipeline.params.ModelsParams`.
@@ -447,19 +590,29 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
     (``final_dev_score``), validation losses where measured, final train loss (mean of the last
     ``eval_every`` steps), wall_s, s_per_step (training steps only), eval_s, parameter counts, device.
     The steps: :func:`_prepare`, :class:`_Evaluations`, :func:`optimisation_step`, :func:`_finish`.
+
+    ``dist`` (:mod:`pipeline.distributed`): this process's rank when several train together, each on
+    its slice of every batch. Every rank loads the same weights under ``seed`` (rank 0's are then
+    broadcast, as a guard) and reseeds with ``seed + rank`` for its dropout draws; only rank 0
+    evaluates, logs and keeps checkpoints; the other ranks return ``metrics`` None and their final,
+    not the kept, weights.
     """
-    _check_inputs(train_batches, val_batches, params, dev)
+    _check_inputs(train_batches, val_batches, params, dev, dist)
     device = device or pick_device()
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(params.threads)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
-    log = _Log(live_dir)
+    progress = progress and dist.is_main
+    log = _Log(live_dir if dist.is_main else None)
     try:
         torch.manual_seed(seed)
         enc, optimizer, schedule, frozen = _prepare(model_dir, params, models, device)
-        evals = _Evaluations(enc, dev, val_batches, params, log, progress)
+        if dist.enabled:
+            broadcast_parameters(enc.model, dist)
+            torch.manual_seed(seed + dist.rank)  # dropout draws differ per rank
+        evals = _Evaluations(enc, dev, val_batches, params, log, progress, dist)
         trainable = [p for p in enc.model.parameters() if p.requires_grad]
         evals(0)
         log.next_step()
@@ -470,7 +623,7 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
         enc.model.train()
         for step in range(1, params.steps + 1):
             batch = train_batches[(step - 1) % len(train_batches)]
-            loss, lr, grad_norm = optimisation_step(enc, batch, optimizer, schedule, trainable, params)
+            loss, lr, grad_norm = optimisation_step(enc, batch, optimizer, schedule, trainable, params, dist)
             recent = (recent + [loss])[-params.eval_every:]
             log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
             if progress and (step == 1 or step % 10 == 0):
@@ -485,7 +638,11 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
             log.next_step()
         train_s = time.perf_counter() - t_train - (evals.seconds - eval_before)
         timings = {"wall_s": None, "s_per_step": round(train_s / max(step, 1), 3), "eval_s": round(evals.seconds, 1)}
+        if not dist.is_main:
+            return enc.model, enc.tokenizer, None
         metrics = _finish(enc.model, evals, step, stopped_early, recent, timings, frozen, device)
+        if dist.enabled:
+            metrics["processes"] = dist.world_size
     finally:
         log.end()
         torch.set_num_threads(threads)

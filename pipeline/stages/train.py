@@ -11,6 +11,10 @@ scores). Timings vary run to run, so they go to ``logs/train.json`` (not tracked
 are identical for identical runs. ``train.steps: 0`` copies ``models/base`` unchanged (the untrained
 baseline), with its dev scores.
 
+Launched by ``torchrun --nproc_per_node N -m pipeline.stages.train ...`` it runs as ``N`` data-parallel
+processes (:mod:`pipeline.distributed`: each takes its slice of every batch); only rank 0 writes the
+model, metrics, logs and dvclive files. See docs/scaling.md.
+
 Before any work it checks that every evaluation set in ``index.datasets`` can be found (mirror, then
 URL), so a run that could not be scored fails in seconds, not after training.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import distributed
 from ..io import atomic_dir, write_json
 from ..lareqa import dataset_files
 from ..params import load_params
@@ -92,8 +97,18 @@ def main(argv=None) -> None:
     params = load_params()
     check_evaluation_sets(params)
     dev = DevSet(pd.read_parquet(Path(args.dev) / "queries.parquet"), pd.read_parquet(Path(args.dev) / "pool.parquet"))
-    with live_folder(args.live) as live:
-        metrics = run(args, params, dev, live)
+    d = distributed.from_env()
+    if not d.is_main:  # a torchrun worker: train its slices, write nothing
+        try:
+            run(args, params, dev, None, d)
+        finally:
+            distributed.teardown(d)
+        return
+    try:
+        with live_folder(args.live) as live:
+            metrics = run(args, params, dev, live, d)
+    finally:
+        distributed.teardown(d)
     write_json(args.timings, {k: metrics.pop(k) for k in TIMING_KEYS if k in metrics})
     write_json(args.metrics, metrics)
     print(json.dumps(metrics))
@@ -111,23 +126,28 @@ def live_folder(path: str):
         yield tmp
 
 
-def run(args, params, dev: DevSet, live: Path | None) -> dict:
-    """Train (or copy the base model for ``steps: 0``) and save the model; returns the metrics and timings."""
+def run(args, params, dev: DevSet, live: Path | None, d: distributed.Dist = distributed.SINGLE) -> dict | None:
+    """Train (or copy the base model for ``steps: 0``) and save the model; returns the metrics and timings
+    (None on a torchrun rank other than 0, which writes nothing)."""
     p = params.train
     t0 = time.perf_counter()
     if p.steps == 0:
+        if not d.is_main:
+            return None
         metrics = untrained(args.base, params, dev, args.out, args.batches, args.dev)
         if live:  # dvclive's summary of a run without steps: the dev scores at step 0
             write_json(live / "metrics.json", {"dev": {k[4:]: v for k, v in metrics.items() if k.startswith("dev_")},
                                                "step": 0})
         metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     else:
-        device = pick_device(p.device)
+        d, device = distributed.setup(p.device)
         batches = Path(args.batches)
         train_b = text_batches(pd.read_parquet(batches / "train.parquet"), p.hard_negatives)
         val_b = text_batches(pd.read_parquet(batches / "val.parquet"))  # dev pairs are not mined
         model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=live,
-                                  device=device, dev=dev)
+                                  device=device, dev=dev, dist=d)
+        if not d.is_main:
+            return None
         history = metrics.pop("evaluations")
         info = {**model_info(params, args.base, args.batches, args.dev, metrics), "evaluations": history}
         with atomic_dir(args.out) as tmp:
