@@ -150,6 +150,28 @@ def findings_table(grid: Path) -> str:
     return _table(["difference", "seeds", "rank distance", "mono mAP", "reading"], rows)
 
 
+def mining_table(grid: Path) -> str:
+    """A hard-negative run set's mining (``mining.json``: the ``mine`` stage's statistics, identical in every
+    run of the set, and the wall time it printed in each run)."""
+    import json
+
+    m = json.loads((grid / "mining.json").read_text())
+    per_lang = ", ".join(f"{lang} {n:,}" for lang, n in m["negatives_per_language"].items())
+    hist = ", ".join(f"{k}: {n:,}" for k, n in m["rank_histogram"].items())
+    walls = m["wall_s"]
+    rows = [["questions x distinct passages (all training languages)", f"{m['questions']:,} x {m['passages']:,}"],
+            ["encoder, engine", f"{m['model']}, {m['engine']}"],
+            ["rank range, margin, per (question, language)",
+             f"{m['rank_range'][0]}-{m['rank_range'][1]}, {m['margin']}, {m['per_pair']}"],
+            ["candidates mined", f"{m['negatives']:,} ({per_lang})"],
+            ["questions without any candidate", f"{100 * m['questions_without_negative_share']:.2f}%"],
+            ["(question, language) cells without a candidate", f"{100 * m['cells_without_negative_share']:.2f}%"],
+            ["mean score gap to the positive", f"{m['mean_score_gap']:.3f}"],
+            ["ranks of the candidates", hist],
+            ["wall time of the stage", f"{min(walls):.0f}-{max(walls):.0f} s in {len(walls)} runs"]]
+    return _table(["mining", "value"], rows)
+
+
 def overview_table(grids: Path) -> str:
     """Every grid's verdict on every claim, side by side (block ``<!-- table all overview -->``)."""
     found = sorted(p for p in grids.iterdir() if (p / "verdicts.csv").exists())
@@ -208,7 +230,7 @@ def speed_table(path: Path) -> str:
 
 
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
-         "verdicts": verdicts_table, "findings": findings_table}
+         "verdicts": verdicts_table, "findings": findings_table, "mining": mining_table}
 
 
 def render(text: str, grids: Path = GRIDS) -> str:

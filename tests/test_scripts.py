@@ -195,3 +195,23 @@ def test_readme_blocks_render_a_run_sets_summary_and_findings(toy_hardneg):
             "| lowers rank distance by 10.0 [10.0, 10.0] at a mono mAP cost of 0.100 [0.100, 0.100] |") in out
     assert out.count("\n| hybrid-hn-") == 4 + 5  # four hn runs in the summary, five findings (one per pair)
     assert render(out, toy_hardneg.parent) == out
+
+
+def test_readme_mining_block_shows_the_mine_stage_statistics(tmp_path):
+    import json
+
+    from scripts.readme_tables import render
+
+    grid = tmp_path / "grids" / "toy-cpu" / "hardneg"
+    grid.mkdir(parents=True)
+    (grid / "mining.json").write_text(json.dumps({
+        "model": "models/base", "engine": "ctranslate2", "rank_range": [10, 100], "margin": 0.02, "per_pair": 1,
+        "questions": 3929, "passages": 3921, "negatives": 26135, "negatives_per_language": {"en": 3583, "de": 3722},
+        "questions_without_negative_share": 0.000764, "cells_without_negative_share": 0.04974,
+        "mean_score_gap": 0.076878, "rank_histogram": {"10-19": 23867, "20-29": 663}, "wall_s": [41.9, 24.0]}))
+    out = render("<!-- table toy-cpu/hardneg mining -->\n<!-- /table -->\n", tmp_path / "grids")
+    assert "| candidates mined | 26,135 (en 3,583, de 3,722) |" in out
+    assert "| questions without any candidate | 0.08% |" in out and "| (question, language) cells without a " \
+        "candidate | 4.97% |" in out
+    assert "| rank range, margin, per (question, language) | 10-100, 0.02, 1 |" in out
+    assert "| wall time of the stage | 24-42 s in 2 runs |" in out
