@@ -58,6 +58,30 @@ def from_env(env=None) -> Dist:
     return Dist(int(env["RANK"]), world, int(env.get("LOCAL_RANK", env["RANK"])))
 
 
+def relaunch(processes: int, module: str, argv: list[str]) -> bool:
+    """Run ``python -m module argv`` as ``processes`` processes under torchrun on this machine
+    (``torch.distributed.run --standalone --nproc_per_node processes``) and wait for them.
+
+    Returns False without doing anything when one process is asked for or when this process is
+    already one of torchrun's (``WORLD_SIZE`` set: the module then takes its slice), so a caller does
+    ``if relaunch(...): return``. A failed worker becomes a :class:`~pipeline.errors.PipelineError`
+    naming its rank and exit code (torchrun's own report is printed above it)."""
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return False
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    from .errors import PipelineError
+
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(processes), "-m", module, *argv])
+    except ChildFailedError as e:
+        rank, failure = next(iter(sorted(e.failures.items())))
+        raise PipelineError(f"{processes} processes under torchrun: rank {rank} failed with exit code "
+                            f"{failure.exitcode} (its output is above)") from None
+    return True
+
+
 def setup(device_setting: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group when launched by torchrun; returns ``(dist, device)``.
 

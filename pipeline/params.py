@@ -225,6 +225,11 @@ class TrainParams(Section):
                                 "re-embed chunk by chunk (same dropout) to backpropagate; activation memory of one "
                                 "chunk at ~1.3x the compute. The chunks replace micro_batch as the forward passes. "
                                 "null: off")
+    processes: int = Field(
+        1, ge=1, description="data-parallel processes on this machine: above 1 the train stage starts itself that many "
+                             "times under torchrun (torch.distributed.run, --standalone), one per GPU on CUDA, gloo "
+                             "processes on the CPU (give each train.threads = cores / processes). Several machines: "
+                             "launch torchrun by hand (docs/scaling.md)")
     cross_device_negatives: StrictBool = Field(
         True, description="with several processes (torchrun): all-gather the passages and hard negatives so every "
                           "query sees the whole global batch (the one-process loss); false: each process's loss "

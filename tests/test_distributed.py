@@ -235,8 +235,11 @@ def test_distributed_x_x_batches_stay_one_language_across_ranks(two_processes):
     assert all(torch.equal(w0[k], w1[k]) for k in w0), "the ranks' weights stay in sync"
 
 
-def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, monkeypatch):  # noqa: F811
-    """``torchrun --nproc_per_node 2 -m pipeline.stages.train``: rank 0 alone writes the model and metrics."""
+@pytest.mark.parametrize("launch", ["torchrun", "train.processes"])
+def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, monkeypatch, launch):  # noqa: F811
+    """``torchrun --nproc_per_node 2 -m pipeline.stages.train``, or the plain stage command with
+    ``train.processes: 2`` (what ``dvc exp run -S train.processes=2`` runs): rank 0 alone writes the
+    model and metrics."""
     import subprocess
     import sys
 
@@ -247,18 +250,45 @@ def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, mon
     from pipeline.stages import assemble, split
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path, mini_batch_size=3))
+    processes = 2 if launch == "train.processes" else 1
+    monkeypatch.setattr(pipeline.params, "PARAMS_FILE", _stage_params(tmp_path, mini_batch_size=3,
+                                                                      processes=processes))
     (tmp_path / "data/filtered").mkdir(parents=True)
     pair_table().to_parquet("data/filtered/pairs.parquet", index=False)
     split.main([])
     assemble.main([])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_PARAMS": str(tmp_path / "params.yaml")}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "pipeline.stages.train", "--base", str(tiny_model)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                if launch == "torchrun" else [])
+    run = subprocess.run([sys.executable, *launcher, "-m", "pipeline.stages.train", "--base", str(tiny_model)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     m = json.loads((tmp_path / "metrics/train.json").read_text())
     assert m["processes"] == 2 and m["steps_run"] == 4 and m["select_by"] == "dev"
     assert (tmp_path / "models/trained/model.safetensors").exists()
     assert (tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").exists()
     assert len((tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").read_text().splitlines()) == 5  # once
+
+
+def test_relaunch_runs_the_module_under_torchrun_and_names_a_failed_rank(tmp_path, monkeypatch):
+    """``train.processes: N`` goes through :func:`pipeline.distributed.relaunch`: N real processes with
+    torchrun's environment, nothing for one process or inside torchrun, a failed rank as one error."""
+    from pipeline.distributed import relaunch
+    from pipeline.errors import PipelineError
+
+    (tmp_path / "rankprobe.py").write_text(
+        "import os, sys\n"
+        "rank = os.environ['RANK']\n"
+        "open(os.path.join(sys.argv[1], 'rank' + rank), 'w').write(os.environ['WORLD_SIZE'])\n"
+        "sys.exit(3 if len(sys.argv) > 2 and sys.argv[2] == rank else 0)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert relaunch(1, "rankprobe", [str(out)]) is False and not list(out.iterdir())
+    assert relaunch(2, "rankprobe", [str(out)]) is True
+    assert {f.name: f.read_text() for f in out.iterdir()} == {"rank0": "2", "rank1": "2"}
+    with pytest.raises(PipelineError, match="rank 1 failed with exit code 3"):
+        relaunch(2, "rankprobe", [str(out), "1"])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already a torchrun worker: the caller takes its slice
+    assert relaunch(2, "rankprobe", [str(out)]) is False

@@ -11,9 +11,10 @@ scores). Timings vary run to run, so they go to ``logs/train.json`` (not tracked
 are identical for identical runs. ``train.steps: 0`` copies ``models/base`` unchanged (the untrained
 baseline), with its dev scores.
 
-Launched by ``torchrun --nproc_per_node N -m pipeline.stages.train ...`` it runs as ``N`` data-parallel
-processes (:mod:`pipeline.distributed`: each takes its slice of every batch); only rank 0 writes the
-model, metrics, logs and dvclive files. See docs/scaling.md.
+With ``train.processes: N`` (N > 1) it starts itself as ``N`` data-parallel processes under torchrun on
+this machine; launched by ``torchrun --nproc_per_node N -m pipeline.stages.train ...`` (several machines)
+it is one of them (:mod:`pipeline.distributed`: each takes its slice of every batch). Only rank 0 writes
+the model, metrics, logs and dvclive files. See docs/scaling.md.
 
 Before any work it checks that every evaluation set in ``index.datasets`` can be found (mirror, then
 URL), so a run that could not be scored fails in seconds, not after training.
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -96,6 +98,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params()
     check_evaluation_sets(params)
+    if params.train.steps and distributed.relaunch(params.train.processes, "pipeline.stages.train",
+                                                   sys.argv[1:] if argv is None else list(argv)):
+        return  # rank 0 of the torchrun job wrote the outputs
     dev = DevSet(pd.read_parquet(Path(args.dev) / "queries.parquet"), pd.read_parquet(Path(args.dev) / "pool.parquet"))
     d = distributed.from_env()
     if not d.is_main:  # a torchrun worker: train its slices, write nothing
