@@ -79,6 +79,18 @@ class Encoder:
                                              inter_threads=self.workers,
                                              intra_threads=max(1, threads // self.workers))
 
+    @classmethod
+    def from_params(cls, model_dir, models, index, **overrides) -> Encoder:
+        """The encoder the ``index:`` section of params.yaml describes (``models.pooling``; engine,
+        compute type, batch size, token budget, threads, device, max length from ``index``), with
+        ``overrides`` (same names as :meth:`__init__`) taking precedence: the index stage, the mine
+        stage and ``pipeline.evaluate`` build theirs here."""
+        kw = dict(engine=index.engine, pooling=models.pooling, max_length=index.max_length,
+                  batch_size=index.batch_size, max_tokens=index.max_tokens or None, threads=index.threads,
+                  inter_threads=index.inter_threads, compute_type=index.compute_type, device=index.device)
+        kw.update(overrides)
+        return cls(model_dir, **kw)
+
     def _batch(self, ids: list[list[int]]) -> np.ndarray:
         """Pooled, not normalised, vectors of one batch of token ids."""
         if self.engine == "ctranslate2":

@@ -274,11 +274,9 @@ def run(args: argparse.Namespace) -> None:
     }
     model_dir, model_info = resolve_model(args.model, args.revision)
     tag = args.tag or "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(args.model).name)
-    encoder = Encoder(model_dir, engine=settings["engine"], pooling=settings["pooling"],
-                      max_length=settings["max_length"], batch_size=settings["batch_size"],
-                      max_tokens=settings["max_tokens"] or None, threads=settings["threads"],
-                      compute_type=settings["compute_type"], device=settings["device"],
-                      inter_threads=min(p.inter_threads, settings["threads"]))
+    keys = ("engine", "pooling", "max_length", "batch_size", "threads", "compute_type", "device")
+    encoder = Encoder.from_params(model_dir, m, p, max_tokens=settings["max_tokens"] or None,
+                                  **{k: settings[k] for k in keys})
     results, datasets = {}, {}
     for name in args.dataset:
         t0 = time.perf_counter()

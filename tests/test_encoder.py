@@ -210,3 +210,23 @@ def test_converted_encoder_is_cached_once_per_content(tmp_path, monkeypatch):
     assert convert_to_ctranslate2(b) != first and len(calls) == 2
     assert convert_to_ctranslate2(a, quantization="float32") not in (first,)
     assert len(list((tmp_path / "cache" / "ctranslate2-encoders").iterdir())) == 3
+
+
+def test_encoder_from_params_reads_the_index_section_and_overrides_win(e5_folder):
+    """The index stage, the mine stage and evaluate build their encoder from params this one way."""
+    from pipeline.params import load_params
+
+    params = load_params()
+    index = params.index.model_copy(update={"engine": "torch", "batch_size": 48, "max_tokens": 0, "max_length": 40,
+                                            "threads": 1, "inter_threads": 2, "device": "cpu"})
+    models = params.models.model_copy(update={"pooling": "cls"})
+    from pipeline.encoder import Encoder
+
+    enc = Encoder.from_params(e5_folder, models, index)
+    assert (enc.engine, enc.pooling, enc.max_length, enc.batch_size, enc.max_tokens, enc.device) == \
+        ("torch", "cls", 40, 48, None, "cpu")  # max_tokens 0 means no token budget
+    enc = Encoder.from_params(e5_folder, models, index, batch_size=8, max_tokens=256, pooling="mean")
+    assert (enc.batch_size, enc.max_tokens, enc.pooling) == (8, 256, "mean")
+    texts = ["a short text", "a somewhat longer text than the other one"]
+    ref = Encoder(e5_folder, pooling="mean", max_length=40, batch_size=8, threads=1, progress=False)
+    np.testing.assert_array_equal(enc.encode(texts, "query: "), ref.encode(texts, "query: "))

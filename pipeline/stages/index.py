@@ -38,9 +38,7 @@ def main(argv=None) -> None:
     if args.dataset not in params.datasets:
         raise SystemExit(f"index: unknown dataset {args.dataset!r}; params.yaml datasets: {sorted(params.datasets)}")
     ds = load_lareqa(args.dataset, dataset_files(params.datasets[args.dataset], params.mirror_path))  # validate first
-    encoder = Encoder(args.model, engine=p.engine, pooling=m.pooling, max_length=p.max_length,
-                      batch_size=p.batch_size, max_tokens=p.max_tokens or None, threads=p.threads,
-                      inter_threads=p.inter_threads, compute_type=p.compute_type, device=p.device)
+    encoder = Encoder.from_params(args.model, m, p)
     t0 = time.perf_counter()
     q = encoder.encode(ds.queries["text"].tolist(), m.query_prefix, desc=f"{args.dataset} queries")
     t1 = time.perf_counter()

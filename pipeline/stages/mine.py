@@ -50,9 +50,8 @@ def main(argv=None) -> None:
         if not (Path(model) / "config.json").exists():
             raise DataError(f"mine: mining.model {model!r} is not a model folder (no config.json)")
         pool = passage_pool(pairs, groups)
-        encoder = Encoder(model, engine=mp.engine, pooling=m.pooling, max_length=p.max_length,
-                          batch_size=p.batch_size, max_tokens=p.max_tokens or None, threads=p.threads,
-                          inter_threads=p.inter_threads, compute_type=p.compute_type)
+        encoder = Encoder.from_params(model, m, p, engine=mp.engine,
+                                      device=p.device if mp.engine == "torch" else "cpu")
         qv = encoder.encode(questions["question"].tolist(), m.query_prefix, desc="mine: questions")
         pv = encoder.encode(pool["passage"].tolist(), m.passage_prefix, desc="mine: passages")
         negatives = mine_negatives(questions, qv, pool, pv, mp.rank_range, mp.margin, mp.per_pair)
