@@ -16,8 +16,16 @@ whole of XQuAD-R with models/trained (the evaluated model); about 4 minutes of t
 a separate mode. Embeddings are cached under /tmp (``--parts`` computes some of them per run); the
 scores are written once all four matrices exist.
 
-Both modes update their own key of metrics/encoding_speed.json and print a table.
-Usage: python -m benchmarks.encoding_speed [--full-map [--parts torch:queries,...]]
+``--candidates``: engines that are not the pipeline's, measured side by side with torch fp32 and the
+fastest CTranslate2 setting on the same 2,000 texts, in one run, to decide whether one should be
+added: torch with bfloat16 weights (AVX512-BF16), and where installed (``pip install openvino nncf``;
+not in the requirements) OpenVINO float32, OpenVINO bfloat16 and OpenVINO int8 (NNCF post-training
+quantisation, transformer preset with SmoothQuant, calibrated on 300 training texts of
+data/split/train.parquet, never on evaluation data). All get the same length-sorted batches with the
+1,024-token budget; OpenVINO runs 2 inference streams on 2 threads.
+
+Each mode updates its own key of metrics/encoding_speed.json and prints a table.
+Usage: python -m benchmarks.encoding_speed [--full-map [--parts torch:queries,...]] [--candidates]
 """
 from __future__ import annotations
 
@@ -91,6 +99,112 @@ def throughput(args, params, ds) -> dict:
         results[name].update(speedup_vs_torch=round(results[name]["texts_per_s"] / base, 2),
                              min_cosine=round(float(cos.min()), 5), mean_cosine=round(float(cos.mean()), 6))
     return results
+
+
+class _OpenVINO:
+    """An OpenVINO-compiled copy of an encoder's torch model behind :class:`Encoder`'s batching (a
+    benchmark candidate, not a pipeline engine): ``precision`` f32 / bf16, or int8 after NNCF's
+    post-training quantisation on ``calibration`` texts."""
+
+    def __init__(self, enc: Encoder, precision: str, calibration: list[str] | None = None):
+        import queue
+
+        import openvino as ov
+        import torch
+
+        example = torch.ones((2, 16), dtype=torch.long)
+        model = ov.convert_model(enc.model, example_input={"input_ids": example, "attention_mask": example})
+        if calibration:
+            import nncf
+
+            batches = []
+            for i in range(0, len(calibration), 8):
+                tok = enc.tokenizer(calibration[i : i + 8], truncation=True, max_length=enc.max_length,
+                                    padding=True, return_tensors="np")
+                batches.append({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]})
+            model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches),
+                                  model_type=nncf.ModelType.TRANSFORMER)
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                          "INFERENCE_NUM_THREADS": 2, "NUM_STREAMS": 2})
+        self.requests = queue.Queue()
+        for _ in range(2):
+            self.requests.put(compiled.create_infer_request())
+        self.enc = enc
+
+    def __call__(self, ids: list[list[int]]) -> np.ndarray:
+        import torch
+
+        from pipeline.embedding import pad, pool
+
+        input_ids, mask = pad(ids, self.enc.tokenizer.pad_token_id)
+        request = self.requests.get()
+        try:
+            hidden = np.array(request.infer({"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})[0])
+        finally:
+            self.requests.put(request)
+        return pool(torch.from_numpy(hidden).float(), mask, self.enc.pooling).numpy()
+
+
+def candidates(args, params, ds) -> dict:
+    """texts/s and agreement with torch fp32 of engines that are not the pipeline's (see the docstring)."""
+    import importlib.util
+
+    import pandas as pd
+    import torch
+
+    m = params.models
+    rng = np.random.default_rng(0)
+    pool_texts = ds.pool["text"].to_numpy()[rng.choice(len(ds.pool), args.texts, replace=False)].tolist()
+    q_texts = ds.queries["text"].to_numpy()[rng.choice(len(ds.queries), args.texts, replace=False)].tolist()
+    train = pd.read_parquet(ROOT / "data/split/train.parquet").sample(150, random_state=0)
+    calibration = [m.query_prefix + t for t in train["question"]] + [m.passage_prefix + t for t in train["passage"]]
+
+    def timed(enc):
+        enc.encode(pool_texts[:32], m.passage_prefix)  # warm-up
+        t = time.perf_counter()
+        v = np.concatenate([enc.encode(pool_texts, m.passage_prefix), enc.encode(q_texts, m.query_prefix)])
+        return v, time.perf_counter() - t
+
+    tokens = dict(batch_size=64, max_tokens=1024, threads=params.index.threads)
+    runs = {"torch fp32": dict(engine="torch", batch_size=64, threads=params.index.threads),
+            FAST: configs(params.index)[FAST], "torch bf16 weights": dict(engine="torch", **tokens)}
+    has_ov = importlib.util.find_spec("openvino") is not None
+    has_nncf = has_ov and importlib.util.find_spec("nncf") is not None
+    if has_ov:
+        runs.update({"openvino f32": dict(engine="torch", **tokens), "openvino bf16": dict(engine="torch", **tokens)})
+    if has_nncf:
+        runs["openvino int8 (nncf)"] = dict(engine="torch", **tokens)
+    results, vectors = {}, {}
+    for name, kw in runs.items():
+        enc = encoder(args.model, params, kw)
+        if name == "torch bf16 weights":
+            enc.model = enc.model.to(torch.bfloat16)
+        elif name.startswith("openvino"):
+            precision = {"openvino f32": "f32"}.get(name, "bf16")
+            enc._batch = _OpenVINO(enc, precision, calibration if "int8" in name else None)
+            enc.workers = 2  # one batch per inference stream at once
+        vectors[name], dt = timed(enc)
+        settings = dict(kw)
+        if name.startswith("openvino"):
+            settings.update(engine="openvino", precision="int8" if "int8" in name else precision, streams=2)
+        elif name == "torch bf16 weights":
+            settings.update(dtype="bfloat16")
+        results[name] = {"texts_per_s": round(2 * args.texts / dt, 1), "settings": settings}
+        print(f"{name}: {results[name]['texts_per_s']} texts/s", flush=True)
+        del enc
+    ref, base = vectors["torch fp32"], results["torch fp32"]["texts_per_s"]
+    for name, v in vectors.items():
+        cos = (v * ref).sum(1)
+        results[name].update(speedup_vs_torch=round(results[name]["texts_per_s"] / base, 2),
+                             min_cosine=round(float(cos.min()), 5), mean_cosine=round(float(cos.mean()), 6))
+    versions = {}
+    for pkg in ("openvino", "nncf"):
+        if importlib.util.find_spec(pkg):
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+    return {"texts": 2 * args.texts, "engines": results, "versions": versions,
+            "skipped": [] if has_nncf else ["openvino/nncf not installed (pip install openvino nncf)"]}
 
 
 def slice_agreement(args, params, ds) -> dict:
@@ -188,6 +302,8 @@ def main(argv=None) -> None:
     ap.add_argument("--full-model", default=str(ROOT / "models/trained"))
     ap.add_argument("--parts", help="with --full-map: which of torch:queries,torch:pool,fast:queries,fast:pool "
                                     "to compute in this run (default: all missing)")
+    ap.add_argument("--candidates", action="store_true",
+                    help="engines that are not the pipeline's (torch bf16, OpenVINO) against torch fp32 and CT2")
     ap.add_argument("--cache", default="/tmp/mdr-bench/full-map")
     ap.add_argument("--out", default=str(ROOT / "metrics/encoding_speed.json"))
     args = ap.parse_args(argv)
@@ -195,6 +311,13 @@ def main(argv=None) -> None:
     ds = load_lareqa("xquad-r", dataset_files(params.datasets["xquad-r"], params.mirror_path))
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    if args.candidates:
+        out["candidates"] = result = candidates(args, params, ds)
+        write_json(out_path, out)
+        print(f"{'engine':28} {'texts/s':>8} {'x torch':>8} {'min cos':>8}")
+        for name, r in result["engines"].items():
+            print(f"{name:28} {r['texts_per_s']:8.1f} {r['speedup_vs_torch']:8.2f} {r['min_cosine']:8.4f}")
+        return
     if args.full_map:
         result = full_map(args, params, ds)
         if result is None:

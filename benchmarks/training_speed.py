@@ -13,6 +13,9 @@ allocator) is its own:
   training (hidden dropout stays), so that PyTorch's fused SDPA (flash) kernel runs in the training
   pass too and keeps no float32 attention-probability matrices for the backward pass.
 - ``bf16 + attention_dropout 0 + gradient_checkpointing``: the same with activations recomputed.
+- ``params.yaml + mini_batch_size 8``: gradient caching (cached InfoNCE, :func:`pipeline.training.cached_backward`):
+  the batch embedded once without the graph, then re-embedded in chunks of 8 to backpropagate, so the
+  graph of only one chunk is alive at a time.
 
 Each runs ``--warmup`` optimisation steps (not timed: first-call allocations, oneDNN kernel creation)
 and then ``--steps`` timed steps (:func:`pipeline.training.optimisation_step`: loss, backward, clip,
@@ -41,6 +44,7 @@ CONFIGS = {
     "bf16 + attention_dropout 0": {"precision": "bf16", "micro_batch": 8, "attention_dropout": 0.0},
     "bf16 + attention_dropout 0 + gradient_checkpointing": {"precision": "bf16", "micro_batch": 8,
                                                             "attention_dropout": 0.0, "gradient_checkpointing": True},
+    "params.yaml + mini_batch_size 8": {"mini_batch_size": 8},
 }
 
 
@@ -77,7 +81,7 @@ def worker(name: str, steps: int, warmup: int, base: str, batches: str) -> dict:
     pairs = sum(len(b) for b in train_b[warmup:])
     return {
         "settings": {k: getattr(p, k) for k in ("precision", "micro_batch", "gradient_checkpointing",
-                                                    "attention_dropout", "threads")},
+                                                    "attention_dropout", "mini_batch_size", "threads")},
         "device": device.type,
         "s_per_step": round(s_per_step, 3),
         "pairs_per_s": round(pairs / sum(times), 2),

@@ -226,6 +226,12 @@ def speed_table(path: Path) -> str:
         table += "\n\n" + _table(["all of XQuAD-R, " + full["model"], "mono mAP", "cross mAP", "multi mAP"],
                                   [[f"`{n}`"] + [f"{full[n][m]:.4f}" for m in ("mono_map", "cross_map", "multi_map")]
                                    for n in names])
+    cand = b.get("candidates")
+    if cand:  # --candidates: engines that are not the pipeline's, in a run of their own
+        table += "\n\n" + _table(["candidate engine (its own run)", "texts/s", "vs torch fp32 of that run",
+                                    "min cosine to fp32"],
+                                   [[f"`{n}`", f"{e['texts_per_s']:.1f}", f"{e['speedup_vs_torch']:.2f}x",
+                                     f"{e['min_cosine']:.4f}"] for n, e in cand["engines"].items()])
     return table
 
 

@@ -215,3 +215,21 @@ def test_readme_mining_block_shows_the_mine_stage_statistics(tmp_path):
         "candidate | 4.97% |" in out
     assert "| rank range, margin, per (question, language) | 10-100, 0.02, 1 |" in out
     assert "| wall time of the stage | 24-42 s in 2 runs |" in out
+
+
+def test_encoding_speed_table_shows_the_candidate_engines_of_their_own_run(tmp_path):
+    """``<!-- table encoding speed -->``: the pipeline's engines, then ``--candidates`` rows as measured."""
+    import json
+
+    from scripts.readme_tables import render
+
+    engine = {"texts_per_s": 100.0, "speedup_vs_torch": 1.0, "min_cosine": 1.0, "settings": {"engine": "torch"}}
+    (tmp_path / "encoding_speed.json").write_text(json.dumps({
+        "engines": {"torch fp32": engine},
+        "candidates": {"engines": {"torch fp32": {**engine, "texts_per_s": 72.84},
+                                   "openvino bf16": {**engine, "texts_per_s": 200.0, "speedup_vs_torch": 2.746,
+                                                     "min_cosine": 0.99997}}}}))
+    out = render("<!-- table encoding speed -->\n<!-- /table -->\n", tmp_path / "grids")
+    assert "| `torch fp32` | engine torch | 100.0 | 1.00x | 1.0000 |" in out
+    assert "| candidate engine (its own run) | texts/s | vs torch fp32 of that run | min cosine to fp32 |" in out
+    assert "| `torch fp32` | 72.8 | 1.00x | 1.0000 |" in out and "| `openvino bf16` | 200.0 | 2.75x | 1.0000 |" in out
