@@ -223,10 +223,11 @@ def run(bundle: Path, out: Path, jobs: int) -> None:
     (results / "device.json").write_text(json.dumps({"device": device, "torch": torch.__version__}))
     lock = threading.Lock()
 
-    def pack() -> None:
-        with lock, tarfile.open(out / "results.tar.gz.tmp", "w:gz") as tar:
-            tar.add(results, arcname="results")
-        os.replace(out / "results.tar.gz.tmp", out / "results.tar.gz")
+    def pack() -> None:  # the rename too under the lock: another job's pack must not move a half-written tar
+        with lock:
+            with tarfile.open(out / "results.tar.gz.tmp", "w:gz") as tar:
+                tar.add(results, arcname="results")
+            os.replace(out / "results.tar.gz.tmp", out / "results.tar.gz")
 
     def one(item: dict) -> None:
         try:
