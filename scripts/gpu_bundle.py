@@ -97,10 +97,12 @@ def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     params = out.parent / "mine-params.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     params.write_text(yaml.safe_dump(p, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "pipeline.stages.mine", "--train", str(split / "train.parquet"),
-                    "--out", str(out), "--metrics", str(out.parent / "mining.json")],
-                   env={**os.environ, "PIPELINE_PARAMS": str(params)}, check=True, cwd=ROOT)
-    params.unlink()
+    try:
+        subprocess.run([sys.executable, "-m", "pipeline.stages.mine", "--train", str(split / "train.parquet"),
+                        "--out", str(out), "--metrics", str(out.parent / "mining.json")],
+                       env={**os.environ, "PIPELINE_PARAMS": str(params)}, check=True, cwd=ROOT)
+    finally:
+        params.unlink()
 
 
 def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, Path], wheels: bool = True,

@@ -6,11 +6,13 @@ holds what ``compare_strategies collect --from`` reads.
 """
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT
 from test_queue import tiny_params, write_lareqa
 
 
@@ -66,3 +68,22 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
         assert not any(row.passage in row.hard_negatives for row in batches.itertuples())
     else:
         assert "hard_negatives" not in batches
+
+
+def test_bundle_mining_refuses_runs_that_mine_differently_and_skips_runs_without_negatives(tmp_path):
+    """One mining serves a grid's hard-negative runs only if they agree on every param the mine stage reads;
+    runs without hard negatives need none (nothing is written, no stage is started)."""
+    from scripts.gpu_bundle import mine
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    on = {**base, "train": {**base["train"], "hard_negatives": True}}
+    other_range = {**on, "mining": {**on["mining"], "rank_range": [5, 50]}}
+    other_policy = {**on, "mining": {**on["mining"], "language": "query"}}  # applied by assemble: not a clash
+    off = {**base, "train": {**base["train"], "hard_negatives": False}}
+    mine({"a": off, "b": off}, tmp_path / "split", tmp_path / "mined")
+    assert not (tmp_path / "mined").exists() and not (tmp_path / "mine-params.yaml").exists()
+    with pytest.raises(SystemExit, match="b and a mine with different params"):
+        mine({"a": on, "b": other_range, "c": off}, tmp_path / "split", tmp_path / "mined")
+    with pytest.raises(subprocess.CalledProcessError):  # no clash: the stage runs (and fails on the missing split)
+        mine({"a": on, "b": other_policy}, tmp_path / "split", tmp_path / "mined")
+    assert not (tmp_path / "mined").exists() and not (tmp_path / "mine-params.yaml").exists()
