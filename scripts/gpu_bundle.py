@@ -79,13 +79,21 @@ def fold_data(grid: str, out: Path) -> Path:
     return out / "split"
 
 
+def _lookup(params: dict, dotted: str):
+    for key in dotted.split("."):
+        params = params[key]
+    return params
+
+
 def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     """Hard-negative candidates for the runs (name -> params) that use them, by the ``mine`` stage module,
     into ``out`` (``negatives.parquet``, ``groups.parquet``, ``mining.json``). They must agree on every
-    param the stage reads (they differ in ``mining.language``, which ``assemble`` applies)."""
+    param that ``dvc.yaml`` lists for the stage (as DVC would rerun it otherwise; ``mining.language`` is
+    not one: ``assemble`` applies it)."""
+    keys = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["mine"]["params"]
+
     def mining_params(p: dict) -> dict:
-        return {"languages": p["languages"], "mining": {k: v for k, v in p["mining"].items() if k != "language"},
-                "models": p["models"], "index": p["index"]}
+        return {k: _lookup(p, k) for k in keys}
 
     hn = {name: p for name, p in runs.items() if p["train"]["hard_negatives"]}
     if not hn:
