@@ -23,6 +23,7 @@ from pipeline.comparison import (
 
 GRID = "mlqa2xquad-cpu"
 HN = ("hybrid-hn-query", "hybrid-hn-passage", "hybrid-hn-other", "hybrid-hn-any")
+XY_HN = ("xy-hn-query", "xy-hn-passage", "xy-hn-other", "xy-hn-any")
 
 LANGS = ["en", "de", "el"]
 
@@ -182,15 +183,17 @@ def test_run_sets_the_strategies_are_the_module_defaults_and_hardneg_is_hybrid_p
     s = run_set()  # the default
     assert s["name"] == "strategies" and tuple(s["runs"]) == RUNS and tuple(s["comparisons"]) == COMPARISONS
     h = run_set("hardneg")
-    assert tuple(h["runs"]) == ("hybrid",) + HN + ("xy", "xy-hn-any") and "untrained" not in h["runs"]
+    assert tuple(h["runs"]) == ("hybrid",) + HN + ("xy",) + XY_HN and "untrained" not in h["runs"]
     assert h["runs"]["xy"] == s["runs"]["xy"] == ["sampling.mode=xy"]
-    assert h["runs"]["xy-hn-any"] == ["sampling.mode=xy", "train.hard_negatives=true", "mining.language=any"]
+    for run in XY_HN:
+        assert h["runs"][run] == ["sampling.mode=xy", "train.hard_negatives=true",
+                                  f"mining.language={run.rsplit('-', 1)[1]}"]
     assert h["runs"]["hybrid"] == s["runs"]["hybrid"] == ["sampling.mode=hybrid", "sampling.alpha=0.5"]
     for run in HN:
         assert h["runs"][run] == ["sampling.mode=hybrid", "sampling.alpha=0.5", "train.hard_negatives=true",
                                   f"mining.language={run.rsplit('-', 1)[1]}"]
-    assert h["comparisons"] == [("hybrid", r) for r in HN] + [("hybrid-hn-other", "hybrid-hn-query"),
-                                                              ("xy", "xy-hn-any")]
+    assert h["comparisons"] == ([("hybrid", r) for r in HN] + [("hybrid-hn-other", "hybrid-hn-query")]
+                                + [("xy", r) for r in XY_HN])
     assert grid_spec(GRID, "hardneg")["runs"] == h["runs"] and grid_spec(GRID)["runs"] == s["runs"]
     with pytest.raises(SystemExit, match="unknown run set 'nope'"):
         run_set("nope")
@@ -311,7 +314,7 @@ def test_queue_a_run_set_or_only_some_of_its_runs(hardneg_params, monkeypatch):
     cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--seeds", "13", "14"])
     queued = [c[4] for c in calls if c[1] == "run"]
     # no untrained
-    assert queued == [run_name(GRID, r, s) for r in ("hybrid",) + HN + ("xy", "xy-hn-any") for s in (13, 14)]
+    assert queued == [run_name(GRID, r, s) for r in ("hybrid",) + HN + ("xy",) + XY_HN for s in (13, 14)]
     run = next(c for c in calls if c[1] == "run" and c[4] == "mlqa2xquad-cpu-hybrid-hn-other-s14")
     assert run[5:] == ["-S", "sampling.mode=hybrid", "-S", "sampling.alpha=0.5", "-S", "train.hard_negatives=true",
                        "-S", "mining.language=other", "-S", "seed=14"]
