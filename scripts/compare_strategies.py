@@ -207,7 +207,7 @@ def _experiments() -> dict[str, dict]:
     return found
 
 
-def _param(params: dict, key: str):
+def param_at(params: dict, key: str):
     """The value of the dotted ``key`` in ``params``, None where it is absent."""
     for part in key.split("."):
         if not isinstance(params, dict) or part not in params:
@@ -221,7 +221,7 @@ def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, hea
     the ``headline`` metrics."""
     mode = params["sampling"]["mode"] if run != "untrained" else "none"
     row = {"run": run, "seed": seed, "mode": mode, "alpha": params["sampling"]["alpha"] if mode == "hybrid" else None}
-    row.update({k: _param(params, k) for k in record})
+    row.update({k: param_at(params, k) for k in record})
     row.update({k: train.get(k) for k in TRAIN_COLUMNS})
     row.update({k: scores.get(k) for k in headline})
     for group in ("seen", "unseen"):

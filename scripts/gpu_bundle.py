@@ -79,21 +79,17 @@ def fold_data(grid: str, out: Path) -> Path:
     return out / "split"
 
 
-def _lookup(params: dict, dotted: str):
-    for key in dotted.split("."):
-        params = params[key]
-    return params
-
-
 def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     """Hard-negative candidates for the runs (name -> params) that use them, by the ``mine`` stage module,
     into ``out`` (``negatives.parquet``, ``groups.parquet``, ``mining.json``). They must agree on every
     param that ``dvc.yaml`` lists for the stage (as DVC would rerun it otherwise; ``mining.language`` is
     not one: ``assemble`` applies it)."""
+    from scripts.compare_strategies import param_at
+
     keys = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["mine"]["params"]
 
     def mining_params(p: dict) -> dict:
-        return {k: _lookup(p, k) for k in keys}
+        return {k: param_at(p, k) for k in keys}
 
     hn = {name: p for name, p in runs.items() if p["train"]["hard_negatives"]}
     if not hn:
