@@ -85,6 +85,23 @@ def _check_ids(ids, what: str) -> None:
         raise ValueError(f"{what} {bad!r} is empty or holds whitespace: it cannot go into a TREC run file")
 
 
+def check_summary(summary: dict, where: str) -> None:
+    """Every rate-type metric of a summary (nDCG, recall, mAP, R@k, the index's recall against exact search)
+    lies in [0, 1] before it is written; the LAReQA rank distance and the counts are not rates."""
+    from .ir_metrics import check_unit_range
+    from .metrics import metric_source
+
+    def is_rate(key: str) -> bool:
+        if key.startswith(("ndcg@", "recall@", "index_recall@")):
+            return True
+        try:
+            return metric_source(key)[1] != "rank_distance"
+        except ValueError:
+            return False
+
+    check_unit_range({k: float(v) for k, v in summary.items() if is_rate(k)}, where)
+
+
 # ---------------------------------------------------------------- LAReQA (XQuAD-R, MLQA-R)
 
 def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefix: str, out: Path,
@@ -111,6 +128,7 @@ def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefi
     _check_ids(ds.queries["qid"], f"{name}: query id")
     run = trec_lines(ds.queries["qid"], ds.pool["cand_id"].to_numpy(), rows, scores, tag)
     langs["seen"] = ~langs["lang"].isin(unseen)
+    check_summary(summary, name)
     with atomic_dir(out / name) as tmp:
         write_json(tmp / "metrics.json", summary)
         write_csv(tmp / "languages.csv", langs)
@@ -168,6 +186,7 @@ def evaluate_miracl(ds, encoder, query_prefix: str, passage_prefix: str, out: Pa
                                "main_score": summary["ndcg@10"]}]},
         "evaluation_time": seconds, "kg_co2_emissions": None,
     }
+    check_summary(summary, name)
     with atomic_dir(out / name) as tmp:
         write_json(tmp / "metrics.json", summary)
         write_json(tmp / "mteb.json", mteb)

@@ -10,11 +10,28 @@ The run is ordered as trec_eval orders it: by score, highest first, ties by doci
 order (the rank column of a run file is ignored). A query without any relevant document in the qrels
 is skipped and counted (``skipped``); a query with relevant documents but absent from the run scores 0
 (trec_eval ``-c``). Means are over the scored queries.
+
+Every value lies in [0, 1] by construction; :func:`check_unit_range` checks it before a value is returned
+or written (one outside, e.g. a document ranked twice, is a bug upstream and raises
+:class:`MetricRangeError` naming the metric).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+
+
+class MetricRangeError(RuntimeError):
+    """A rate-type metric (nDCG, recall, mAP) outside [0, 1]: a bug in what produced it, never bad data."""
+
+
+def check_unit_range(metrics: Mapping[str, float], where: str) -> None:
+    """Raise :class:`MetricRangeError` naming ``where`` and the metric when a value of ``metrics`` lies
+    outside [0, 1]; NaN (a metric over no query) passes."""
+    for name, value in metrics.items():
+        if not math.isnan(value) and not 0.0 <= value <= 1.0:
+            raise MetricRangeError(f"{where}: {name} = {value!r} lies outside [0, 1]; the scoring is wrong "
+                                   "(e.g. a document ranked twice)")
 
 
 def trec_order(hits: Sequence[tuple[str, float]]) -> list[str]:
@@ -55,13 +72,15 @@ def evaluate_run(run: Mapping[str, Sequence[tuple[str, float]]], qrels: Mapping[
         if qid not in run:
             missing += 1
         ranked = trec_order(run.get(qid, ()))
-        rows.append({"qid": qid, f"ndcg@{ndcg_k}": ndcg_at_k(ranked, rels, ndcg_k),
-                     f"recall@{recall_k}": recall_at_k(ranked, rels, recall_k), "relevant": n_rel,
-                     "retrieved": len(ranked)})
+        values = {f"ndcg@{ndcg_k}": ndcg_at_k(ranked, rels, ndcg_k),
+                  f"recall@{recall_k}": recall_at_k(ranked, rels, recall_k)}
+        check_unit_range(values, f"query {qid}")
+        rows.append({"qid": qid, **values, "relevant": n_rel, "retrieved": len(ranked)})
     n = len(rows)
     summary = {
         f"ndcg@{ndcg_k}": round(sum(r[f"ndcg@{ndcg_k}"] for r in rows) / n, 6) if n else float("nan"),
         f"recall@{recall_k}": round(sum(r[f"recall@{recall_k}"] for r in rows) / n, 6) if n else float("nan"),
         "queries_scored": n, "queries_skipped": skipped, "queries_not_retrieved": missing,
     }
+    check_unit_range({k: summary[k] for k in (f"ndcg@{ndcg_k}", f"recall@{recall_k}")}, "mean over queries")
     return summary, rows

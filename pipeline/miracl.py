@@ -16,8 +16,8 @@ MIRACL's layout, per language ``L`` and split ``S`` (``dev`` is the evaluation s
 Records are checked as :mod:`pipeline.lareqa` checks LAReQA's (errors name the file, the line and the
 field): UTF-8, a tab-separated topic line with a non-blank query and a unique qid, a qrel of four
 fields with an integer relevance whose qid is a topic and whose docid is in the corpus, corpus lines of
-JSON objects with string ``docid``/``title``/``text``. The corpus is streamed (never held whole): the
-qrel docids are checked in a first pass that also counts the passages.
+JSON objects with string ``docid``/``title``/``text`` and a docid that no other passage has. The corpus is
+streamed (never held whole): the qrel docids are checked in a first pass that also counts the passages.
 """
 from __future__ import annotations
 
@@ -120,8 +120,14 @@ def read_qrels(path: Path, topics: dict[str, str]) -> dict[str, dict[str, int]]:
 
 
 def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str, str]]:
-    """``(docid, title, text)`` of every passage, in file and line order, each record checked."""
-    for path in files:
+    """``(docid, title, text)`` of every passage, in file and line order, each record checked.
+
+    A docid may appear once in all ``files`` (a repeated passage would be indexed and ranked twice, and
+    a query's nDCG could exceed 1): only a hash of each docid is kept, and a repeated hash is confirmed
+    by finding the earlier line, which the error names.
+    """
+    seen: set[int] = set()
+    for i, path in enumerate(files):
         for n, line in _lines(path):
             if not line.strip():
                 continue
@@ -135,8 +141,23 @@ def iter_corpus(files: list[Path]) -> Iterator[tuple[str, str, str]]:
             docid = field(rec, "docid", where, str)
             if not docid.strip() or "\n" in docid:
                 raise DataError(f"{where}: field 'docid' {docid!r} is empty or holds a line break")
+            if hash(docid) in seen and (first := _first_line_of(files[: i + 1], docid, path, n)):
+                raise DataError(f"{where}: docid {docid!r} repeats the passage of {first[0]} line {first[1]}; "
+                                "every docid of the corpus must be unique")
+            seen.add(hash(docid))
             yield docid, field(rec, "title", f"{where} (docid {docid})", str), field(
                 rec, "text", f"{where} (docid {docid})", str)
+
+
+def _first_line_of(files: list[Path], docid: str, stop: Path, stop_line: int) -> tuple[Path, int] | None:
+    """``(file, line)`` of the first passage ``docid`` before line ``stop_line`` of ``stop``, if any."""
+    for path in files:
+        for n, line in _lines(path):
+            if path == stop and n >= stop_line:
+                return None
+            if docid in line and line.strip() and json.loads(line).get("docid") == docid:
+                return path, n
+    return None
 
 
 def passage_text(title: str, text: str) -> str:

@@ -195,3 +195,36 @@ def test_params_know_the_miracl_languages():
     from pipeline.params import MIRACL_LANGUAGES
 
     assert MIRACL_LANGUAGES == tuple(sorted(MTEB_LANGUAGES))
+
+
+def test_a_docid_repeated_in_the_corpus_is_refused_with_both_places(tmp_path):
+    """A passage listed twice would be indexed and ranked twice (nDCG@10 above 1): the reader stops at the
+    second copy, naming its file, line and id and where the first one was."""
+    copy = _broken(tmp_path, DOCS, '{"docid": "100#0", "title": "Again", "text": "a second copy"}\n')
+    with pytest.raises(DataError, match=r"docs-1.jsonl: line 11: docid '100#0' repeats the passage of "
+                                        r".*docs-0.jsonl line 1"):
+        load_miracl(copy, "en")
+
+
+def test_a_metric_outside_zero_to_one_is_a_bug_named_by_the_metric():
+    """A run that ranks a document twice scores nDCG@10 1.24 on this query; such a value is never written."""
+    from pipeline.ir_metrics import MetricRangeError, check_unit_range
+
+    run = {"q1": [("d1", 0.9), ("d1", 0.8)]}
+    with pytest.raises(MetricRangeError, match=r"query q1: ndcg@10 = 1\.23\d* lies outside \[0, 1\]"):
+        evaluate_run(run, {"q1": {"d1": 2, "d2": 1}})
+    check_unit_range({"ndcg@10": 1.0, "recall@100": 0.0, "none": float("nan")}, "x")  # the bounds and NaN pass
+    with pytest.raises(MetricRangeError, match=r"MIRACL en: recall@100 = -0\.1 lies outside"):
+        check_unit_range({"recall@100": -0.1}, "MIRACL en")
+
+
+def test_evaluate_checks_every_rate_metric_of_a_summary_before_writing():
+    from pipeline.evaluate import check_summary
+    from pipeline.ir_metrics import MetricRangeError
+
+    ok = {"ndcg@10": 0.5, "recall@100": 1.0, "index_recall@100_vs_exact": 0.9, "queries": 30, "passages": 600,
+          "mono_map": 0.4, "multi_r10_seen": 1.0, "multi_rank_distance": 3.2, "index_bytes": 12345}
+    check_summary(ok, "miracl-en")  # counts and the rank distance are not rates
+    for key, value in [("ndcg@10", 1.051), ("index_recall@100_vs_exact", 1.5), ("cross_map20_unseen", -0.2)]:
+        with pytest.raises(MetricRangeError, match=rf"miracl-en: {key} = {value} lies outside \[0, 1\]"):
+            check_summary({**ok, key: value}, "miracl-en")
