@@ -101,6 +101,58 @@ def fetch(asset: Asset, mirror: str | Path | None = None) -> Path:
     raise AssetError(f"asset {asset.name!r} {missing or 'has no mirror path and no url'}")
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+SPECIAL_TOKENS = ("pad", "cls", "sep", "bos", "eos")
+
+
+class UnsafeWeightsError(AssetError, ValueError):
+    """A model folder whose weights exist only as pickle checkpoints (read by ``torch.load``)."""
+
+
+def require_safetensors(folder: str | Path) -> Path:
+    """``folder`` if it holds safetensors weights; else one line naming it and the pickle files it has.
+
+    Every path that loads model weights (the encoder's torch and CTranslate2 engines, training, the
+    models stage, ``pipeline.evaluate``, the NLLB conversion) calls this first, for hub snapshots and
+    local folders alike, and loads with ``use_safetensors=True``."""
+    folder = Path(folder)
+    if not list(folder.glob("*.safetensors")):
+        pickles = sorted(f.name for f in folder.glob("*") if f.suffix in PICKLE_SUFFIXES)
+        found = f"only {', '.join(pickles)}" if pickles else "no weights file at all"
+        raise UnsafeWeightsError(f"model folder {folder} has no safetensors weights ({found}); "
+                                 "pickle checkpoints are refused")
+    return folder
+
+
+def check_tokenizer(folder: str | Path, tokenizer, config) -> None:
+    """The tokenizer of a model folder fits its model: no more tokens than the embedding table has rows
+    (``config.vocab_size``), and each special id the config names (pad/cls/sep/bos/eos ``_token_id``) is the
+    tokenizer's. A mismatch silently embeds other tokens than the model learnt; it is one error naming the
+    folder and every mismatch found."""
+    problems = []
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        problems.append(f"it has {len(tokenizer)} tokens, the embedding table {rows} rows (config.vocab_size)")
+    for name in SPECIAL_TOKENS:
+        want, got = getattr(config, f"{name}_token_id", None), getattr(tokenizer, f"{name}_token_id", None)
+        if want is None or got is None or got == want or (isinstance(want, (list, tuple)) and got in want):
+            continue
+        problems.append(f"{name}_token_id is {got} in the tokenizer, {want} in config.json")
+    if problems:
+        raise AssetError(f"model folder {folder}: the tokenizer does not fit the model: {'; '.join(problems)}")
+
+
+def load_checked_tokenizer(folder: str | Path, **kwargs):
+    """``(tokenizer, config)`` of a model folder with safetensors weights, checked by :func:`check_tokenizer`."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = require_safetensors(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    config = AutoConfig.from_pretrained(str(folder))
+    check_tokenizer(folder, tokenizer, config)
+    return tokenizer, config
+
+
 def hub_snapshot(hub_id: str, revision: str | None = None, allow: list[str] | None = None) -> Path:
     """Download a hub repository (safetensors weights, configs, tokenizer files only)."""
     from huggingface_hub import snapshot_download

@@ -52,14 +52,14 @@ class Encoder:
                  batch_size: int = 64, threads: int = 2, compute_type: str = "int8", ct2_dir=None,
                  progress: bool = True, device: str = "cpu", max_tokens: int | None = None,
                  inter_threads: int = 1):
-        from transformers import AutoTokenizer
+        from .assets import load_checked_tokenizer
 
         if engine not in ("torch", "ctranslate2"):
             raise ValueError(f"engine must be 'torch' or 'ctranslate2', got {engine!r}")
         if engine == "ctranslate2" and device != "cpu":
             raise ValueError("the ctranslate2 engine is used on CPU here; use engine 'torch' on a GPU")
         self.model_dir = str(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer, _ = load_checked_tokenizer(self.model_dir)  # safetensors weights, a fitting tokenizer
         self.engine, self.pooling, self.max_length = engine, pooling, max_length
         self.batch_size, self.max_tokens, self.progress, self.device = batch_size, max_tokens, progress, device
         self.workers = 1
@@ -67,7 +67,8 @@ class Encoder:
             from transformers import AutoModel
 
             torch.set_num_threads(threads)
-            self.model = AutoModel.from_pretrained(self.model_dir, add_pooling_layer=False).to(device).eval()
+            self.model = AutoModel.from_pretrained(self.model_dir, add_pooling_layer=False,
+                                                   use_safetensors=True).to(device).eval()
         else:
             if _cpu_has_avx512():
                 os.environ.setdefault("CT2_FORCE_CPU_ISA", "AVX512")
@@ -146,7 +147,9 @@ def convert_to_ctranslate2(model_dir, out_dir=None, quantization: str = "int8"):
 
     from .io import atomic_dir
 
-    model_dir = Path(model_dir)
+    from .assets import require_safetensors
+
+    model_dir = require_safetensors(Path(model_dir))  # the converter would torch.load a pickle checkpoint
     fingerprint = model_fingerprint(model_dir, quantization)
     out_dir = Path(out_dir) if out_dir else ct2_cache_dir(fingerprint)
     stamp = out_dir / "source.json"

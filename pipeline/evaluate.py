@@ -37,16 +37,14 @@ MTEB_TASK = "MIRACLRetrieval"
 def resolve_model(model: str, revision: str | None = None) -> tuple[Path, dict]:
     """A local Hugging Face folder for ``model``: the folder itself, or a hub snapshot (safetensors only;
     the encoder loads it with transformers' default ``trust_remote_code=False``)."""
-    from .assets import AssetError, hub_snapshot
+    from .assets import hub_snapshot, require_safetensors
 
     local = Path(model).expanduser()
     if local.is_dir():
-        return local, {"model": str(local.resolve()), "via": "local folder"}
+        return require_safetensors(local), {"model": str(local.resolve()), "via": "local folder"}
     if local.exists() or model.startswith((".", "/")):
         raise SystemExit(f"evaluate: --model {model!r} is not a folder")
-    snap = hub_snapshot(model, revision)
-    if not list(snap.glob("*.safetensors")):
-        raise AssetError(f"hub model {model!r} has no safetensors weights; pickle checkpoints are refused")
+    snap = require_safetensors(hub_snapshot(model, revision))
     return snap, {"model": model, "revision": revision or "main", "via": "huggingface hub", "snapshot": str(snap)}
 
 

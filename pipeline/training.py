@@ -83,14 +83,19 @@ def pick_device(setting: str = "auto") -> torch.device:
 
 
 def load_encoder(model_dir: str | Path, device: torch.device | None = None):
-    """``(model, tokenizer)`` of a Hugging Face folder; float32 weights, without a pooler head."""
-    from transformers import AutoModel, AutoTokenizer
+    """``(model, tokenizer)`` of a Hugging Face folder; float32 weights, without a pooler head. Only
+    safetensors weights are loaded, and the tokenizer must fit the model
+    (:func:`pipeline.assets.load_checked_tokenizer`)."""
+    from transformers import AutoModel
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    from .assets import load_checked_tokenizer
+
+    tokenizer, _ = load_checked_tokenizer(model_dir)
     try:
-        model = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, dtype=torch.float32)
+        model = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, dtype=torch.float32,
+                                          use_safetensors=True)
     except TypeError:  # architectures without a pooler argument
-        model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, use_safetensors=True)
     return model.to(device or pick_device()), tokenizer
 
 

