@@ -64,6 +64,31 @@ def write_parquet(path: str | Path, df) -> None:
         df.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
 
 
+def read_parquet(path: str | Path, required=()):
+    """A parquet file written by a stage as a pandas DataFrame (every column), for the next stage.
+
+    A missing file, a file pyarrow cannot read (truncated, corrupt, not parquet) and a file without one
+    of the ``required`` columns are a :class:`~pipeline.errors.DataError` naming the file, not a traceback
+    from deep inside pyarrow."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_parquet(path, engine="pyarrow")
+    except (pa.ArrowException, OSError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: not a readable parquet file ({detail})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing} (has {list(df.columns)})")
+    return df
+
+
 def write_csv(path: str | Path, df) -> None:
     with atomic_path(path, ".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")

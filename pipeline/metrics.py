@@ -167,8 +167,11 @@ def score_embeddings(emb_dir, map_cutoff: int = 20, recall_at=(1, 10), unseen=()
     """Score the embeddings folder written by the ``index`` stage (see :func:`score`)."""
     from pathlib import Path
 
+    from .io import read_parquet
+
     emb_dir = Path(emb_dir)
-    return score(pd.read_parquet(emb_dir / "queries.parquet"), pd.read_parquet(emb_dir / "pool.parquet"),
+    return score(read_parquet(emb_dir / "queries.parquet", required=["qid", "id", "lang", "gold"]),
+                 read_parquet(emb_dir / "pool.parquet", required=["cand_id", "lang"]),
                  np.load(emb_dir / "queries.npy"), np.load(emb_dir / "pool.npy"), map_cutoff, recall_at, unseen)
 
 

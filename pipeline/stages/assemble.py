@@ -18,13 +18,12 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from ..batching import assemble, batch_statistics, with_hard_negatives
 from ..errors import DataError
-from ..mining import NegativePicker
-from ..io import atomic_dir, write_json, write_parquet
+from ..mining import NEGATIVE_COLUMNS, NegativePicker
+from ..io import atomic_dir, read_parquet, write_json, write_parquet
 from ..params import load_params
+from ..schema import PAIR_COLUMNS
 from .. import console
 
 
@@ -35,16 +34,16 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="data/batches")
     args = ap.parse_args(argv)
     params = load_params()
-    pairs = pd.read_parquet(Path(args.split) / "train.parquet")
-    dev = pd.read_parquet(Path(args.split) / "dev.parquet")
+    pairs = read_parquet(Path(args.split) / "train.parquet", required=PAIR_COLUMNS)
+    dev = read_parquet(Path(args.split) / "dev.parquet", required=PAIR_COLUMNS)
     train, val = assemble(pairs, dev, params.languages, params.sampling, params.seed)
     out = Path(args.out)
     stats = {"mode": params.sampling.mode, "alpha": params.sampling.alpha,
              "pairs_in": int(len(pairs)), "pair_ids_in": int(pairs["pair_id"].nunique())}
     if params.train.hard_negatives:
         mined = Path(args.mined)
-        negatives = pd.read_parquet(mined / "negatives.parquet")
-        groups = pd.read_parquet(mined / "groups.parquet")
+        negatives = read_parquet(mined / "negatives.parquet", required=NEGATIVE_COLUMNS)
+        groups = read_parquet(mined / "groups.parquet", required=["pair_id", "group"])
         if negatives.empty:
             raise DataError(f"assemble: {mined / 'negatives.parquet'} has no candidates; rerun the mine stage with "
                             "train.hard_negatives: true")

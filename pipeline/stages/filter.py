@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from ..io import write_json, write_parquet
+from ..io import read_parquet, write_json, write_parquet
 from ..params import load_params
 from ..quality import filter_pairs, reason_counts, roundtrip_resume, roundtrip_translators
 from ..schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
@@ -50,10 +50,7 @@ def read_inputs(pairs_path: Path, translated_dir: Path, langs: list[str]) -> pd.
     """English rows of the gathered pairs and the translated rows of ``langs``, validated."""
     if not pairs_path.exists():
         raise DataError(f"{pairs_path}: not found (run the gather stage)")
-    pairs = pd.read_parquet(pairs_path)
-    missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]
-    if missing:
-        raise DataError(f"{pairs_path}: missing columns {missing}")
+    pairs = read_parquet(pairs_path, required=PAIR_COLUMNS)
     frames = [_unique_pair_ids(pairs[pairs["lang"] == SOURCE_LANG][PAIR_COLUMNS], pairs_path)]
     english = set(frames[0]["pair_id"])
     for lang in langs:
@@ -62,10 +59,7 @@ def read_inputs(pairs_path: Path, translated_dir: Path, langs: list[str]) -> pd.
         path = translated_dir / f"{lang}.parquet"
         if not path.exists():
             raise DataError(f"{path}: not found (run the translate stage for {lang!r})")
-        df = pd.read_parquet(path)
-        missing = [c for c in PAIR_COLUMNS + SOURCE_COLUMNS if c not in df.columns]
-        if missing:
-            raise DataError(f"{path}: missing columns {missing}")
+        df = read_parquet(path, required=PAIR_COLUMNS + SOURCE_COLUMNS)
         wrong = df[df["lang"] != lang]
         if len(wrong):
             raise DataError(f"{path}: record {int(wrong.index[0])} (pair_id {wrong['pair_id'].iloc[0]}): "

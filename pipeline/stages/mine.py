@@ -23,7 +23,8 @@ import pandas as pd
 from .. import console
 from ..encoder import Encoder
 from ..errors import DataError
-from ..io import atomic_dir, write_json, write_parquet
+from ..io import atomic_dir, read_parquet, write_json, write_parquet
+from ..schema import PAIR_COLUMNS
 from ..mining import (answer_groups, empty_negatives, mine_negatives, mining_statistics, passage_pool,
                       question_table)
 from ..params import load_params
@@ -38,7 +39,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params()
     mp, m, p = params.mining, params.models, params.index
-    pairs = pd.read_parquet(args.train)
+    pairs = read_parquet(args.train, required=PAIR_COLUMNS)
     pairs = pairs.loc[pairs["lang"].isin(params.languages)]
     if pairs.empty:
         raise DataError(f"mine: {args.train} has no pairs in the training languages {params.languages}")

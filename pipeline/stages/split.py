@@ -12,12 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from ..devset import retrieval_set, split_pairs, statistics
 from ..errors import DataError
-from ..io import atomic_dir, write_parquet
+from ..io import atomic_dir, read_parquet, write_parquet
 from ..params import load_params
+from ..schema import PAIR_COLUMNS
 from .. import console
 
 
@@ -27,7 +26,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="data/split")
     args = ap.parse_args(argv)
     params = load_params()
-    pairs = pd.read_parquet(args.pairs)
+    pairs = read_parquet(args.pairs, required=PAIR_COLUMNS)
     pairs = pairs.loc[pairs["lang"].isin(params.languages)]
     if pairs.empty:
         raise DataError(f"split: {args.pairs} has no pairs in the training languages {params.languages}")

@@ -22,11 +22,10 @@ import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from ..assets import cache_root
-from ..io import write_parquet
+from ..io import read_parquet, write_parquet
 from ..params import load_params
+from ..schema import PAIR_COLUMNS
 from ..translation import (LazyTranslator, build_translator, pair_texts, read_shards, reference_pairs,
                            shard_chunks, shard_missing, shard_path, translate_pairs, translate_shard, write_shard)
 from .. import console
@@ -62,7 +61,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"translate: language {args.lang!r} is not in params.yaml translate.targets "
                          f"(configured: {', '.join(sorted(p.targets))})")
     spec = p.targets[args.lang]
-    pairs = pd.read_parquet(args.pairs)
+    pairs = read_parquet(args.pairs, required=PAIR_COLUMNS)
     t0 = time.perf_counter()
     report = {"lang": args.lang, "backend": spec.backend, "model": spec.model}
     if spec.backend == "reference":
