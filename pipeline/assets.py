@@ -5,15 +5,21 @@ the ``PIPELINE_MIRROR`` environment variable), its canonical URL, and, where it 
 :func:`fetch` returns a local path: the mirror copy if present, else a download into the asset
 cache (``PIPELINE_CACHE``, default ``~/.cache/mdr-pipeline``). Whichever way it came, a file with a
 known checksum is verified before it is used; a mismatch or a missing asset raises
-:class:`AssetError` naming the asset, the places tried and the expected checksum.
+:class:`AssetError` naming the asset, the places tried and the expected checksum. A file without a
+pinned checksum (a toy or new mirror copy) is used, but never silently: its sha256 is computed, logged
+as a warning line and kept in :func:`unpinned_assets`, which the stages that write metadata
+(``gather``'s statistics, ``pipeline.evaluate``'s ``info.json``) record beside their outputs.
 
 Hugging Face hub models go through :func:`hub_snapshot`, which refuses ``trust_remote_code`` and
-fetches only safetensors weights.
+fetches only safetensors weights; :func:`snapshot_commit` gives the commit a moving revision
+(``main``) resolved to, which the outputs record.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,8 @@ from pathlib import Path
 from .errors import PipelineError
 from .io import atomic_path
 
+logger = logging.getLogger(__name__)
+_UNPINNED: dict[str, dict[str, str]] = {}
 
 class AssetError(PipelineError, RuntimeError):
     """An external asset is missing or does not match its checksum."""
@@ -50,8 +58,19 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def unpinned_assets() -> dict[str, dict[str, str]]:
+    """Asset name -> ``{"path", "sha256"}`` of every asset this process used without a pinned checksum."""
+    return {name: dict(rec) for name, rec in sorted(_UNPINNED.items())}
+
+
 def verify(path: Path, expected: str | None, name: str) -> Path:
+    """``path`` if its sha256 is ``expected``; without a pin its sha256 is computed, logged and recorded."""
     if expected is None:
+        got = sha256_of(path)
+        if _UNPINNED.get(name, {}).get("sha256") != got:
+            logger.warning("asset %r: %s has no sha256 pin; used unverified, its sha256 is %s (recorded in the "
+                           "stage's metadata; pin it in params.yaml)", name, path, got)
+        _UNPINNED[name] = {"path": str(path), "sha256": got}
         return path
     got = sha256_of(path)
     if got != expected.lower():
@@ -151,6 +170,13 @@ def load_checked_tokenizer(folder: str | Path, **kwargs):
     config = AutoConfig.from_pretrained(str(folder))
     check_tokenizer(folder, tokenizer, config)
     return tokenizer, config
+
+
+def snapshot_commit(snapshot: str | Path) -> str | None:
+    """The commit a hub snapshot was resolved to: the hub cache keeps each one in ``snapshots/<commit>``,
+    so a revision that moves (``main``, the default of ``revision: null``) is pinned in the outputs."""
+    name = Path(snapshot).name
+    return name if re.fullmatch(r"[0-9a-f]{40}", name) else None
 
 
 def hub_snapshot(hub_id: str, revision: str | None = None, allow: list[str] | None = None) -> Path:

@@ -37,7 +37,7 @@ MTEB_TASK = "MIRACLRetrieval"
 def resolve_model(model: str, revision: str | None = None) -> tuple[Path, dict]:
     """A local Hugging Face folder for ``model``: the folder itself, or a hub snapshot (safetensors only;
     the encoder loads it with transformers' default ``trust_remote_code=False``)."""
-    from .assets import hub_snapshot, require_safetensors
+    from .assets import hub_snapshot, require_safetensors, snapshot_commit
 
     local = Path(model).expanduser()
     if local.is_dir():
@@ -45,7 +45,8 @@ def resolve_model(model: str, revision: str | None = None) -> tuple[Path, dict]:
     if local.exists() or model.startswith((".", "/")):
         raise SystemExit(f"evaluate: --model {model!r} is not a folder")
     snap = require_safetensors(hub_snapshot(model, revision))
-    return snap, {"model": model, "revision": revision or "main", "via": "huggingface hub", "snapshot": str(snap)}
+    return snap, {"model": model, "revision": revision or "main", "commit": snapshot_commit(snap),
+                  "via": "huggingface hub", "snapshot": str(snap)}
 
 
 def git_revision() -> str | None:
@@ -266,6 +267,7 @@ def expand_datasets(names: list[str], params) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     """Every dataset of ``args`` (see :func:`build_parser`), then ``info.json``."""
+    from .assets import unpinned_assets
     from .encoder import Encoder
     from .params import load_params
 
@@ -322,7 +324,8 @@ def run(args: argparse.Namespace) -> None:
         print(name, json.dumps(results[name]), f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     write_json(out / "info.json", {**model_info, **settings, "run_depth": args.run_depth, "tag": tag,
                                    "git_revision": git_revision(), "datasets": datasets,
-                                   "score": params.score.model_dump(), "mirror": str(params.mirror_path)})
+                                   "score": params.score.model_dump(), "mirror": str(params.mirror_path),
+                                   **({"unpinned_assets": unpinned_assets()} if unpinned_assets() else {})})
 
 
 if __name__ == "__main__":

