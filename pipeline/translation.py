@@ -297,12 +297,12 @@ def convert_nllb(model: str | Path, out_dir: str | Path, quantization: str = "in
     """Convert an NLLB/M2M100 Hugging Face folder (or hub id) to a CTranslate2 folder ``out_dir``.
 
     The tokenizer is saved in ``out_dir/tokenizer`` and ``out_dir/source.json`` records the source
-    and quantization. The folder appears only once complete.
+    and quantization (and, for a hub id, the commit its snapshot resolved to). The folder appears only once complete.
     """
     import ctranslate2
     from transformers import AutoTokenizer
 
-    from .assets import hub_snapshot, require_safetensors
+    from .assets import hub_snapshot, require_safetensors, snapshot_commit
 
     src = require_safetensors(Path(model) if Path(model).is_dir() else hub_snapshot(str(model)))
     out_dir = Path(out_dir)
@@ -310,7 +310,8 @@ def convert_nllb(model: str | Path, out_dir: str | Path, quantization: str = "in
         ctranslate2.converters.TransformersConverter(str(src)).convert(str(tmp), quantization=quantization,
                                                                        force=True)
         AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp / "tokenizer"))
-        write_json(tmp / "source.json", {"model": str(model), "quantization": quantization})
+        write_json(tmp / "source.json", {"model": str(model), "quantization": quantization,
+                                         **({"commit": snapshot_commit(src)} if snapshot_commit(src) else {})})
     return out_dir
 
 
