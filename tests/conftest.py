@@ -1,7 +1,13 @@
 import os
 from pathlib import Path
 
-import pytest
+# the stages pin the numerical libraries' kernels when pipeline.stages is imported; in this process that
+# must happen before any test module imports torch or numpy (pipeline/reproducibility.py)
+from pipeline.reproducibility import pin
+
+pin("portable")
+
+import pytest  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -179,7 +179,9 @@ def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, tmp_path
     kw = dict(engine="ctranslate2", compute_type="int8", ct2_dir=tmp_path / "ct2", progress=False)
     plain = Encoder(e5_folder, batch_size=8, **kw).encode(TEXTS, "passage: ")
     fast = Encoder(e5_folder, batch_size=64, max_tokens=64, inter_threads=2, threads=2, **kw).encode(TEXTS, "passage: ")
-    assert (plain * fast).sum(1).min() > 0.9999
+    # int8 GEMMs over differently padded batches round differently; how much depends on the CPU's
+    # int8 kernels (cosine 0.9999+ on AVX2 machines, 0.9994 seen with AVX-512 VNNI/AMX)
+    assert (plain * fast).sum(1).min() > 0.999
 
 
 def test_converted_encoder_is_cached_once_per_content(tmp_path, monkeypatch):
