@@ -86,11 +86,14 @@ class Encoder:
         compute type, batch size, token budget, threads, device, max length from ``index``), with
         ``overrides`` (same names as :meth:`__init__`) taking precedence: the index stage, the mine
         stage and ``pipeline.evaluate`` build theirs here."""
-        kw = dict(engine=index.engine, pooling=models.pooling, max_length=index.max_length,
-                  batch_size=index.batch_size, max_tokens=index.max_tokens or None, threads=index.threads,
-                  inter_threads=index.inter_threads, compute_type=index.compute_type, device=index.device)
-        kw.update(overrides)
-        return cls(model_dir, **kw)
+        settings = dict(engine=lambda: index.engine, pooling=lambda: models.pooling,
+                        max_length=lambda: index.max_length, batch_size=lambda: index.batch_size,
+                        max_tokens=lambda: index.max_tokens or None, threads=lambda: index.threads,
+                        inter_threads=lambda: index.inter_threads, compute_type=lambda: index.compute_type,
+                        device=lambda: index.device)
+        # an overridden setting is not read from params (a stage declares only the params it reads)
+        kw = {name: get() for name, get in settings.items() if name not in overrides}
+        return cls(model_dir, **kw, **overrides)
 
     def _batch(self, ids: list[list[int]]) -> np.ndarray:
         """Pooled, not normalised, vectors of one batch of token ids."""

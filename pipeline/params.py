@@ -308,6 +308,9 @@ class MiraclParams(Section):
 
 class Params(Section):
     seed: int = Field(13, ge=0)
+    reproducibility: Literal["portable", "fast"] = Field(
+        "portable", description="portable: the AVX2 path of every numerical library, the same bytes on any "
+        "x86-64 machine with AVX2; fast: what this machine offers (pipeline/reproducibility.py)")
     mirror: str = Field("../shared", description="folder tried before canonical URLs; env PIPELINE_MIRROR overrides")
     languages: list[Lang] = Field(min_length=1, description="training languages")
     datasets: dict[str, DatasetSpec]
@@ -436,7 +439,19 @@ def load_params(path: str | Path | None = None) -> Params:
     path = Path(path or PARAMS_FILE)
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
-    return parse_params(data, str(path))
+    params = parse_params(data, str(path))
+    trace = os.environ.get("PIPELINE_PARAMS_TRACE")
+    if trace:  # which keys a stage reads (tests/test_params_access.py)
+        from .params_trace import traced
+
+        return traced(params, data, trace)
+    return params
+
+
+def untraced(params):
+    """``params`` without the read recorder of :mod:`pipeline.params_trace`: for a pre-flight check whose
+    reads cannot change a stage's outputs (it only stops the stage early), so they need no declaration."""
+    return getattr(params, "_model", params)
 
 
 def check_overrides(overrides: list[str], path: str | Path | None = None) -> Params:

@@ -331,7 +331,7 @@ def roundtrip_resume(params, langs, work_dir: str | Path) -> dict[str, Resume]:
             continue
         key = params.filter.roundtrip[lang].model
         fingerprint = json.dumps({"direction": f"{lang}->{SOURCE_LANG}",
-                                  "model": params.translate.models[key].model_dump(),
+                                  "model": params.translate.models[key].model_dump(exclude_unset=True),
                                   "settings": params.translate.model_dump(
                                       exclude={"targets", "models", "shards", "device_index"})},
                                  sort_keys=True)

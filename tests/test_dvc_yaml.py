@@ -25,11 +25,18 @@ def _imports(module: str) -> set[str]:
     return found
 
 
+# The params schema is no dependency of any stage: each stage depends on the values it declares under
+# params:, read from params.yaml unchanged (tests/test_params_access.py), not on the classes that check them.
+NOT_DEPS = {"pipeline.params", "pipeline.params_trace"}
+# run before every stage module: pins the numerical libraries' kernels (pipeline/reproducibility.py)
+ALWAYS = ["pipeline.stages.__init__"]
+
+
 def _closure(module: str) -> set[str]:
-    seen, todo = set(), [module]
+    seen, todo = set(), [module, *ALWAYS]
     while todo:
         m = todo.pop()
-        if m not in seen:
+        if m not in seen and m not in NOT_DEPS:
             seen.add(m)
             todo += _imports(m)
     return {m.replace(".", "/") + ".py" for m in seen}

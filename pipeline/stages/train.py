@@ -34,7 +34,8 @@ import pandas as pd
 from .. import distributed
 from ..io import atomic_dir, write_json
 from ..lareqa import dataset_files
-from ..params import load_params
+from ..params import load_params, untraced
+from ..reproducibility import current_mode, machine
 from ..st_format import git_revision
 from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, pick_device, save_encoder,
                         text_batches, train)
@@ -83,6 +84,8 @@ def model_info(params, base: str, batches: str, dev_dir: str, metrics: dict) -> 
                        "languages": list(params.languages)},
             "inputs_md5": {p.as_posix(): file_md5(p) for p in inputs},
             "sources": [s.name for s in params.gather.sources], "git_revision": git_revision(),
+            # portable: the same bytes on any machine, so no machine is named; fast: this machine's kernels
+            "reproducibility": current_mode(), **({"machine": machine()} if current_mode() == "fast" else {}),
             **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
 
 
@@ -97,7 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--timings", default="logs/train.json")
     args = ap.parse_args(argv)
     params = load_params()
-    check_evaluation_sets(params)
+    check_evaluation_sets(untraced(params))  # fails before hours of training, changes no output
     if params.train.steps and distributed.relaunch(params.train.processes, "pipeline.stages.train",
                                                    sys.argv[1:] if argv is None else list(argv)):
         return  # rank 0 of the torchrun job wrote the outputs
@@ -115,7 +118,7 @@ def main(argv=None) -> None:
     finally:
         distributed.teardown(d)
     write_json(args.timings, {k: metrics.pop(k) for k in TIMING_KEYS if k in metrics})
-    write_json(args.metrics, metrics)
+    write_json(args.metrics, {**metrics, "reproducibility": current_mode()})
     print(json.dumps(metrics))
 
 

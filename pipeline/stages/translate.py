@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     spec = p.targets[args.lang]
     pairs = read_parquet(args.pairs, required=PAIR_COLUMNS)
     t0 = time.perf_counter()
-    report = {"lang": args.lang, "backend": spec.backend, "model": spec.model}
+    report = {"lang": args.lang, "backend": spec.backend}
     if spec.backend == "reference":
         if args.shard:
             print(json.dumps({**report, "shard": "/".join(map(str, args.shard)),
@@ -71,11 +71,12 @@ def main(argv=None) -> None:
             return
         out = reference_pairs(pairs, args.lang, where=args.pairs)
     else:
+        report["model"] = spec.model
         model = p.models[spec.model]
         translator = LazyTranslator(lambda: build_translator(model, p, params.mirror_path, "en", args.lang,
                                                              cache_root() / "translation" / spec.model))
-        fingerprint = json.dumps({"model": model.model_dump(), "settings": p.model_dump(exclude=PLACEMENT_SETTINGS)},
-                                 sort_keys=True)
+        fingerprint = json.dumps({"model": model.model_dump(exclude_unset=True),
+                                  "settings": p.model_dump(exclude=PLACEMENT_SETTINGS)}, sort_keys=True)
         work, shard_dir = Path(args.work) / args.lang, Path(args.shards_dir) / args.lang
         texts = pair_texts(pairs, where=args.pairs)
         known = read_shards(shard_dir)
