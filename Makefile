@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup setup-dev repro test lint bench
+.PHONY: setup setup-dev repro verify test lint bench
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
@@ -22,6 +22,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 repro: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
+
+# after `make repro`: what this machine regenerated against what is committed (scripts/verify.py)
+verify: setup
+	$(PY) -m scripts.verify
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
