@@ -207,8 +207,9 @@ class TrainParams(Section):
     threads: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
     precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="bf16: autocast of the training forward pass (weights, pooling and loss stay float32); "
-                            "fp32: none. Dev evaluations are float32 on the CPU either way")
+        "fp32", description="bf16: autocast of the training forward pass (weights, pooling and loss stay float32; "
+                            "on the CPU only with reproducibility: fast); fp32: none. Dev evaluations are float32 "
+                            "on the CPU either way")
     micro_batch: int | None = Field(
         8, ge=1, description="texts per forward pass, sorted by length (less padding); null: each side of a batch "
                              "in one pass. The loss is still over the whole batch")

@@ -41,6 +41,7 @@ import pandas as pd
 
 from .errors import DataError
 from .normalize import normalize
+from .reproducibility import current_mode
 from .schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
 
 REASONS = [
@@ -330,7 +331,7 @@ def roundtrip_resume(params, langs, work_dir: str | Path) -> dict[str, Resume]:
         if lang == SOURCE_LANG:
             continue
         key = params.filter.roundtrip[lang].model
-        fingerprint = json.dumps({"direction": f"{lang}->{SOURCE_LANG}",
+        fingerprint = json.dumps({"direction": f"{lang}->{SOURCE_LANG}", "arithmetic": current_mode(),
                                   "model": params.translate.models[key].model_dump(exclude_unset=True),
                                   "settings": params.translate.model_dump(
                                       exclude={"targets", "models", "shards", "device_index"})},

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..assets import cache_root
 from ..io import read_parquet, write_parquet
 from ..params import load_params
+from ..reproducibility import current_mode
 from ..schema import PAIR_COLUMNS
 from ..translation import (LazyTranslator, build_translator, pair_texts, read_shards, reference_pairs,
                            shard_chunks, shard_missing, shard_path, translate_pairs, translate_shard, write_shard)
@@ -75,7 +76,7 @@ def main(argv=None) -> None:
         model = p.models[spec.model]
         translator = LazyTranslator(lambda: build_translator(model, p, params.mirror_path, "en", args.lang,
                                                              cache_root() / "translation" / spec.model))
-        fingerprint = json.dumps({"model": model.model_dump(exclude_unset=True),
+        fingerprint = json.dumps({"model": model.model_dump(exclude_unset=True), "arithmetic": current_mode(),
                                   "settings": p.model_dump(exclude=PLACEMENT_SETTINGS)}, sort_keys=True)
         work, shard_dir = Path(args.work) / args.lang, Path(args.shards_dir) / args.lang
         texts = pair_texts(pairs, where=args.pairs)
