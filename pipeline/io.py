@@ -2,12 +2,16 @@
 
 Each helper writes to a temporary file in the destination folder, then ``os.replace``s it onto
 the final name, so an interrupted stage never leaves a half-written output for DVC to cache.
+A process killed outright (``kill -9``, out of memory) cannot remove its temporary file or folder:
+a stage calls :func:`remove_stale_temps` on each of its outputs when it starts, which removes exactly
+the temporary names these helpers give that output and nothing else.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -51,6 +55,37 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def temp_name_pattern(path: str | Path, suffix: str = "") -> re.Pattern[str]:
+    """The names :func:`atomic_path` (with ``suffix``) and :func:`atomic_dir` (``suffix`` "") give their
+    temporary beside ``path``: ``.<name>.<random>.<suffix>tmp``, ``<random>`` being tempfile's
+    letters, digits and underscores (never a dot, so no other output's temporary matches)."""
+    return re.compile(rf"\.{re.escape(Path(path).name)}\.[a-z0-9_]+{re.escape(suffix)}\.tmp")
+
+
+def remove_stale_temps(path: str | Path, suffix: str = "") -> list[Path]:
+    """Remove what an atomic write of ``path`` left beside it when its process was killed: temporary
+    files and folders named by :func:`temp_name_pattern` (``suffix`` as given to :func:`atomic_path`;
+    "" for :func:`atomic_dir`) and, for a folder, the ``.<name>.old`` copy :func:`atomic_dir` swaps out.
+
+    Only the temporaries of this exact output are touched, so stages writing other outputs in the same
+    folder are safe; a stage calls it at its start for its own outputs (DVC's lock lets one run of a
+    stage write them at a time). Returns the removed paths, sorted."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = temp_name_pattern(path, suffix)
+    removed = []
+    for entry in path.parent.iterdir():
+        if not (pattern.fullmatch(entry.name) or (not suffix and entry.name == f".{path.name}.old")):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return sorted(removed)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

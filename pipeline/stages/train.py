@@ -17,7 +17,9 @@ it is one of them (:mod:`pipeline.distributed`: each takes its slice of every ba
 the model, metrics, logs and dvclive files. See docs/scaling.md.
 
 Before any work it checks that every evaluation set in ``index.datasets`` can be found (mirror, then
-URL), so a run that could not be scored fails in seconds, not after training.
+URL), so a run that could not be scored fails in seconds, not after training; and it removes the
+temporary folders and files a run killed outright (``kill -9``) left beside its outputs
+(:func:`remove_stale_outputs`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -33,7 +36,7 @@ import pandas as pd
 
 from .. import distributed
 from ..errors import PipelineError
-from ..io import atomic_dir, write_json
+from ..io import atomic_dir, remove_stale_temps, write_json
 from ..lareqa import dataset_files
 from ..params import load_params, untraced
 from ..reproducibility import current_mode, machine
@@ -43,6 +46,7 @@ from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_enco
 from .. import console
 
 TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
+logger = logging.getLogger(__name__)
 
 
 def check_evaluation_sets(params) -> None:
@@ -101,6 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--timings", default="logs/train.json")
     args = ap.parse_args(argv)
     params = load_params()
+    if distributed.from_env().is_main:  # the one process that writes the outputs
+        remove_stale_outputs(args)
     check_evaluation_sets(untraced(params))  # fails before hours of training, changes no output
     if params.train.steps and distributed.relaunch(params.train.processes, "pipeline.stages.train",
                                                    sys.argv[1:] if argv is None else list(argv)):
@@ -123,10 +129,24 @@ def main(argv=None) -> None:
     print(json.dumps(metrics))
 
 
+def remove_stale_outputs(args) -> list[Path]:
+    """Remove the temporary files and folders a killed earlier run (``kill -9``, out of memory) left
+    beside this stage's outputs: only the temporary names :mod:`pipeline.io` gives these outputs
+    (``models/.trained.*.tmp``, ``dvclive/.train.*.tmp``, ``metrics/.train.json.*.json.tmp``, ...)."""
+    removed = [*remove_stale_temps(args.out), *remove_stale_temps(args.metrics, ".json"),
+               *remove_stale_temps(args.timings, ".json")]
+    if args.live:
+        removed += remove_stale_temps(args.live)
+    for path in removed:
+        logger.info("train: removed %s, left by an interrupted run", path)
+    return removed
+
+
 @contextlib.contextmanager
 def live_folder(path: str):
-    """dvclive logs into a temporary folder that replaces ``path`` only when the stage succeeds, so a
-    killed or failed train leaves the committed ``dvclive/train`` files as they were; None for ''."""
+    """dvclive logs into a temporary folder that replaces ``path`` only when the stage succeeds, so
+    ``path`` never holds a half-written log; None for ''. (DVC deletes the stage's outputs before it
+    runs; a killed run's temporary folder is removed by the next run: :func:`remove_stale_outputs`.)"""
     if not path:
         yield None
         return
