@@ -6,18 +6,26 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup setup-dev repro verify test lint bench
-setup: $(VENV)/.installed
-setup-dev: $(VENV)/.installed-dev
+# The install stamps are named by the sha256 of the requirements' content, not compared by date: a
+# fresh clone (files newer than the stamps) keeps its .venv, and only a changed pin reinstalls.
+sha256 = $(shell cat $(1) | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16)
+STAMP := $(VENV)/.installed.$(call sha256,requirements.txt)
+DEV_STAMP := $(VENV)/.installed-dev.$(call sha256,requirements.txt requirements-dev.txt)
 
-$(VENV)/.installed: requirements.txt
-	python3 -m venv $(VENV)
+.PHONY: setup setup-dev repro verify test lint bench
+setup: $(STAMP)
+setup-dev: $(DEV_STAMP)
+
+$(STAMP):
+	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed $(VENV)/.installed.*
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(DEV_STAMP): | $(STAMP)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-dev $(VENV)/.installed-dev.*
 	touch $@
 
 repro: setup
