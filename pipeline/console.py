@@ -6,9 +6,11 @@
   status 1, instead of a traceback. ``--verbose`` (anywhere in the arguments) or ``PIPELINE_VERBOSE=1``
   (e.g. ``PIPELINE_VERBOSE=1 dvc repro``) re-raises it with the traceback. Other exceptions are bugs
   and keep their traceback.
-- :func:`progress` counts work done: a tqdm bar on a terminal; when output goes to a pipe or a file
-  (CI, ``dvc queue`` logs, ``nohup``) a plain log line at each quarter instead of carriage-return
-  redraws. :func:`run` also turns the Hugging Face libraries' bars off there.
+- :func:`progress` counts work done, on stdout (the stream ``dvc repro > log`` keeps): a tqdm bar on a
+  terminal; when output goes to a pipe or a file (CI, ``dvc queue`` logs, ``nohup``) one plain line at
+  each quarter, e.g. ``train: 15/60 steps (25%), loss 0.41, 52 s``, instead of carriage-return redraws.
+  Progress goes to the console only, never into an output file. :func:`run` also turns the Hugging Face
+  libraries' bars off there.
 """
 from __future__ import annotations
 
@@ -54,25 +56,40 @@ def run(main: Callable[[list[str]], object], name: str, argv: list[str] | None =
 
 
 class LogProgress:
-    """tqdm's ``update`` / context-manager interface, reporting by log lines at each ``step`` share."""
+    """tqdm's ``update`` / ``set_postfix_str`` / context-manager interface, reporting by one plain line on
+    ``stream`` (default: stdout at the time of the line) at each ``step`` share of ``total``:
+    ``<desc>: <done>/<total> <unit> (<share>%)[, <postfix>], <seconds> s``. A loop that ends before its
+    total (an early stop) gets a last line on a clean exit."""
 
-    def __init__(self, total: int, desc: str, unit: str, step: float = 0.25):
-        self.total, self.desc, self.unit, self.step = total, desc, unit, step
+    def __init__(self, total: int, desc: str, unit: str, step: float = 0.25, stream=None):
+        self.total, self.desc, self.unit, self.step, self.stream = total, desc, unit, step, stream
         self.done, self.next_share, self.t0 = 0, step, time.perf_counter()
+        self.postfix, self.reported = "", 0
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """Extra text for the next line (tqdm's name): a loss, a score."""
+        self.postfix = s
 
     def update(self, n: int = 1) -> None:
         self.done += n
         share = self.done / self.total if self.total else 1.0
         if share + 1e-12 >= self.next_share:
-            logger.info("%s: %d/%d %s (%d%%, %.0f s)", self.desc, self.done, self.total, self.unit,
-                        round(100 * share), time.perf_counter() - self.t0)
+            self._line(share)
             while self.next_share <= share + 1e-12:
                 self.next_share += self.step
+
+    def _line(self, share: float) -> None:
+        postfix = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {self.done}/{self.total} {self.unit} ({round(100 * share)}%){postfix}, "
+              f"{time.perf_counter() - self.t0:.0f} s", file=self.stream or sys.stdout, flush=True)
+        self.reported = self.done
 
     def __enter__(self) -> LogProgress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None and self.done != self.reported:
+            self._line(self.done / self.total if self.total else 1.0)
         return None
 
 
@@ -80,15 +97,18 @@ class _Silent(LogProgress):
     def update(self, n: int = 1) -> None:
         self.done += n
 
+    def __exit__(self, *exc) -> None:
+        return None
+
 
 def progress(total: int, desc: str, unit: str, enabled: bool = True, stream=None):
-    """A progress counter over ``total`` units: silent when not ``enabled``; a tqdm bar when ``stream``
-    (default stderr) is a terminal; else a :class:`LogProgress` (a log line per quarter)."""
+    """A progress counter over ``total`` units on ``stream`` (default stdout, the stream a user reading
+    ``dvc repro``'s output sees, redirected or not): silent when not ``enabled``; a tqdm bar when ``stream``
+    is a terminal; else a :class:`LogProgress` (a line per quarter)."""
     if not enabled:
         return _Silent(total, desc, unit)
-    stream = stream or sys.stderr
-    if getattr(stream, "isatty", lambda: False)():
+    if getattr(stream or sys.stdout, "isatty", lambda: False)():
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, mininterval=2, file=stream)
-    return LogProgress(total, desc, unit)
+        return tqdm(total=total, desc=desc, unit=unit, mininterval=2, file=stream or sys.stdout)
+    return LogProgress(total, desc, unit, stream=stream)

@@ -39,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import console
 from .errors import DataError
 from .normalize import normalize
 from .reproducibility import current_mode
@@ -179,17 +180,39 @@ def roundtrip_reasons(chrf_question: float, chrf_passage: float, min_chrf: float
     return out
 
 
-def back_translate(translator, texts: list[str], resume: Resume | None = None) -> list[str]:
+class _Counting:
+    """``translator`` whose ``translate`` calls count their texts on a progress ``bar``."""
+
+    def __init__(self, translator, bar):
+        self.translator, self.bar, self.count = translator, bar, 0
+
+    def translate(self, texts: list[str]) -> list[str]:
+        out = self.translator.translate(texts)
+        self.count += len(texts)
+        self.bar.update(len(texts))
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self.translator, name)
+
+
+def back_translate(translator, texts: list[str], resume: Resume | None = None, desc: str | None = None
+                   ) -> list[str]:
     """``translator.translate`` over the distinct texts, mapped back onto ``texts``; with ``resume``,
     chunk by chunk through :func:`pipeline.translation.translate_resumable`, so a rerun after a kill
-    reuses the finished chunks."""
+    reuses the finished chunks. With ``desc``, progress over the distinct texts (a line per quarter on
+    stdout, :func:`pipeline.console.progress`; chunks reused from a killed run count at the end)."""
     unique = list(dict.fromkeys(texts))
-    if resume is not None and unique:
-        from .translation import translate_resumable
+    with console.progress(len(unique), desc or "", "texts", enabled=desc is not None and bool(unique)) as bar:
+        counting = _Counting(translator, bar)
+        if resume is not None and unique:
+            from .translation import translate_resumable
 
-        out = translate_resumable(unique, translator, resume.work_dir, resume.chunk_size, resume.fingerprint)
-    else:
-        out = translator.translate(unique) if unique else []
+            out = translate_resumable(unique, counting, resume.work_dir, resume.chunk_size, resume.fingerprint)
+        else:
+            out = counting.translate(unique) if unique else []
+        if counting.count < len(unique):
+            bar.update(len(unique) - counting.count)
     if len(out) != len(unique):
         raise RuntimeError(f"back-translation returned {len(out)} texts for {len(unique)}")
     mapping = dict(zip(unique, out, strict=True))
@@ -221,35 +244,43 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _cheap_rules(df: pd.DataFrame, settings, quality: dict[str, list]) -> list[list[str]]:
+def _cheap_rules(df: pd.DataFrame, settings, quality: dict[str, list], progress: bool = False) -> list[list[str]]:
     """Per row, the reasons of the empty, copy, length and langid rules; fills ``quality``."""
     reasons: list[list[str]] = []
     known: dict[str, bool] = {}
-    for i, row in enumerate(df.itertuples(index=False)):
-        q, p, lang = _str(row.question), _str(row.passage), row.lang
-        r = empty_reasons(q, p)
-        if lang != SOURCE_LANG and not r:
-            sq, sp = _str(row.src_question), _str(row.src_passage)
-            if not sq or not sp:
-                raise DataError(f"filter input: row {i} (pair_id {row.pair_id}, lang {lang}): "
-                                f"field {'src_question' if not sq else 'src_passage'!r} is empty")
-            r += copy_reasons(q, p, sq, sp, lang)
-            rq, rp = length_ratio(q, sq), length_ratio(p, sp)
-            quality["length_ratio_question"][i], quality["length_ratio_passage"][i] = rq, rp
-            r += length_reasons(rq, rp, settings.min_length_ratio, settings.max_length_ratio)
-            if settings.check_langid:
-                if lang not in known:
-                    known[lang] = langid_known(lang)
-                if known[lang]:
-                    dq, dp = detect_language(q), detect_language(p)
-                    quality["langid_question"][i], quality["langid_passage"][i] = dq, dp
-                    r += langid_reasons(dq, dp, lang)
-        reasons.append(r)
+    with console.progress(len(df), "filter: rules", "rows", enabled=progress) as bar:
+        for i, row in enumerate(df.itertuples(index=False)):
+            reasons.append(_row_reasons(i, row, settings, quality, known))
+            bar.update(1)
     return reasons
 
 
+def _row_reasons(i: int, row, settings, quality: dict[str, list], known: dict[str, bool]) -> list[str]:
+    """The cheap rules' reasons for row ``i`` (``known``: per language, whether py3langid knows it)."""
+    q, p, lang = _str(row.question), _str(row.passage), row.lang
+    r = empty_reasons(q, p)
+    if lang != SOURCE_LANG and not r:
+        sq, sp = _str(row.src_question), _str(row.src_passage)
+        if not sq or not sp:
+            raise DataError(f"filter input: row {i} (pair_id {row.pair_id}, lang {lang}): "
+                            f"field {'src_question' if not sq else 'src_passage'!r} is empty")
+        r += copy_reasons(q, p, sq, sp, lang)
+        rq, rp = length_ratio(q, sq), length_ratio(p, sp)
+        quality["length_ratio_question"][i], quality["length_ratio_passage"][i] = rq, rp
+        r += length_reasons(rq, rp, settings.min_length_ratio, settings.max_length_ratio)
+        if settings.check_langid:
+            if lang not in known:
+                known[lang] = langid_known(lang)
+            if known[lang]:
+                dq, dp = detect_language(q), detect_language(p)
+                quality["langid_question"][i], quality["langid_passage"][i] = dq, dp
+                r += langid_reasons(dq, dp, lang)
+    return r
+
+
 def _roundtrip_rule(df: pd.DataFrame, settings, translators: Mapping[str, Any], reasons: list[list[str]],
-                    quality: dict[str, list], resume: Mapping[str, Resume]) -> dict[str, list]:
+                    quality: dict[str, list], resume: Mapping[str, Resume], progress: bool = False
+                    ) -> dict[str, list]:
     """Back-translate the rows that passed the cheap rules in the ``settings.roundtrip`` languages and
     add the round-trip reasons; fills ``quality`` and returns the back-translations by column."""
     n = len(df)
@@ -263,7 +294,8 @@ def _roundtrip_rule(df: pd.DataFrame, settings, translators: Mapping[str, Any], 
         if not rows:
             continue
         texts = [_str(df.at[i, "question"]) for i in rows] + [_str(df.at[i, "passage"]) for i in rows]
-        out = back_translate(translators[lang], texts, resume.get(lang))
+        out = back_translate(translators[lang], texts, resume.get(lang),
+                             desc=f"filter: round trip {lang}" if progress else None)
         for k, i in enumerate(rows):
             bq, bp = out[k], out[len(rows) + k]
             cq, cp = chrf(bq, _str(df.at[i, "src_question"])), chrf(bp, _str(df.at[i, "src_passage"]))
@@ -289,7 +321,8 @@ def _split(df: pd.DataFrame, reasons: list[list[str]], quality: dict[str, list],
 
 
 def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | None = None,
-                 resume: Mapping[str, Resume] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 resume: Mapping[str, Resume] | None = None, progress: bool = False
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply every rule to ``df``; return ``(kept, rejected)``.
 
     ``df`` has :data:`pipeline.schema.PAIR_COLUMNS` plus ``src_question``/``src_passage`` (the
@@ -302,12 +335,14 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
     ``kept`` has the pair columns plus :data:`QUALITY_COLUMNS`; ``rejected`` has also the source
     columns, the back-translations (``roundtrip_question``, ``roundtrip_passage``) and
     ``reasons``: the rejecting rules, ``;``-joined in :data:`REASONS` order. Row order is kept.
+    With ``progress``, a line per quarter of the rows checked and of each language's round trip, on
+    stdout (:func:`pipeline.console.progress`).
     """
     df = _prepare(df)
     n = len(df)
     quality = {c: [None] * n if c.startswith("langid") else [math.nan] * n for c in QUALITY_COLUMNS}
-    reasons = _cheap_rules(df, settings, quality)
-    back = _roundtrip_rule(df, settings, dict(translators or {}), reasons, quality, dict(resume or {}))
+    reasons = _cheap_rules(df, settings, quality, progress)
+    back = _roundtrip_rule(df, settings, dict(translators or {}), reasons, quality, dict(resume or {}), progress)
     return _split(df, reasons, quality, back)
 
 
@@ -344,17 +379,21 @@ def roundtrip_translators(params, langs, cache_dir=None, progress: bool = False)
     """Back-translators into English for the languages of ``langs`` that ``params.filter.roundtrip`` lists.
 
     Each model is prepared under ``cache_dir / <model key>`` (default: the asset cache's
-    ``translation/`` folder, the one the translate stage uses).
+    ``translation/`` folder, the one the translate stage uses). With ``progress``, a line per quarter of
+    the languages prepared, on stdout; the translators report nothing themselves (:func:`filter_pairs`
+    reports each language's round trip as a whole, not chunk by chunk).
     """
     from .assets import cache_root
     from .translation import build_translator
 
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "translation"
     out = {}
-    for lang in sorted(set(langs) & set(params.filter.roundtrip)):
-        if lang == SOURCE_LANG:
-            continue
-        key = params.filter.roundtrip[lang].model
-        out[lang] = build_translator(params.translate.models[key], params.translate, params.mirror_path,
-                                     src_lang=lang, tgt_lang=SOURCE_LANG, cache_dir=root / key, progress=progress)
+    todo = [lang for lang in sorted(set(langs) & set(params.filter.roundtrip)) if lang != SOURCE_LANG]
+    with console.progress(len(todo), "filter: back-translators", "languages", enabled=progress) as bar:
+        for lang in todo:
+            key = params.filter.roundtrip[lang].model
+            out[lang] = build_translator(params.translate.models[key], params.translate, params.mirror_path,
+                                         src_lang=lang, tgt_lang=SOURCE_LANG, cache_dir=root / key, progress=False)
+            bar.set_postfix_str(lang)
+            bar.update(1)
     return out

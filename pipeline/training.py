@@ -25,6 +25,7 @@ parameters), which keeps AdamW's state small and its update cheap on CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import console
 from .distributed import SINGLE, Dist, all_sum, bounds, broadcast_flag, broadcast_parameters, gather_rows, \
     reduce_gradients, shard
 from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
@@ -483,9 +485,10 @@ class _Evaluations:
     decision to stop is broadcast, so all ranks stop at the same step."""
 
     def __init__(self, enc: DualEncoder, dev: DevSet | None, val_batches: list[TextBatch], params, log: _Log,
-                 progress: bool, d: Dist = SINGLE):
+                 progress: bool, d: Dist = SINGLE, bar=None):
         self.enc, self.dev, self.val_batches, self.params, self.log, self.progress, self.d = \
             enc, dev, val_batches, params, log, progress, d
+        self.bar = bar  # console.progress over the evaluations due (a line per quarter on stdout)
         self.selector = Selector(params.select_by, params.patience)
         self.history: list[dict] = []
         self.seconds = 0.0
@@ -509,6 +512,11 @@ class _Evaluations:
         if self.progress:
             shown = {k: round(v, 4) for k, v in record.items() if k != "step"}
             logger.info("step %d: %s (kept so far: step %s)", step, shown, self.selector.best_step)
+        if self.bar is not None:
+            scores = ", ".join(f"{k} {record[k]:.4f}" for k in ("dev_score", "val_loss") if k in record)
+            self.bar.set_postfix_str(f"step {step}{', ' + scores if scores else ''}, "
+                                     f"kept: step {self.selector.best_step}")
+            self.bar.update(1)
         return broadcast_flag(stop, self.d)
 
 
@@ -617,30 +625,39 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
         if dist.enabled:
             broadcast_parameters(enc.model, dist)
             torch.manual_seed(seed + dist.rank)  # dropout draws differ per rank
-        evals = _Evaluations(enc, dev, val_batches, params, log, progress, dist)
-        trainable = [p for p in enc.model.parameters() if p.requires_grad]
-        evals(0)
-        log.next_step()
-        recent: list[float] = []
-        stopped_early, step = False, 0
-        t_train = time.perf_counter()  # evaluations included; their seconds are taken off below
-        eval_before = evals.seconds
-        enc.model.train()
-        for step in range(1, params.steps + 1):
-            batch = train_batches[(step - 1) % len(train_batches)]
-            loss, lr, grad_norm = optimisation_step(enc, batch, optimizer, schedule, trainable, params, dist)
-            recent = (recent + [loss])[-params.eval_every:]
-            log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
-            if progress and (step == 1 or step % 10 == 0):
-                per_step = (time.perf_counter() - t_train - (evals.seconds - eval_before)) / step
-                logger.info("step %d/%d loss %.4f lr %.2e %.2f s/step, ETA %s", step, params.steps, loss, lr,
-                            per_step, eta(params.steps - step, per_step, params.eval_every, evals))
-            if step % params.eval_every == 0 or step == params.steps:
-                if evals(step) and step < params.steps:
-                    stopped_early = True
-                    log.next_step()
-                    break
+        with contextlib.ExitStack() as stack:  # the progress lines end before the run's summary
+            # stdout, a line per quarter (console.progress): the evaluations due and the steps
+            evals_due = 1 + math.ceil(params.steps / params.eval_every)
+            eval_bar = stack.enter_context(console.progress(evals_due, "train", "evaluations", enabled=progress))
+            evals = _Evaluations(enc, dev, val_batches, params, log, progress, dist, eval_bar)
+            trainable = [p for p in enc.model.parameters() if p.requires_grad]
+            evals(0)
             log.next_step()
+            recent: list[float] = []
+            stopped_early, step = False, 0
+            t_train = time.perf_counter()  # evaluations included; their seconds are taken off below
+            eval_before = evals.seconds
+            bar = stack.enter_context(console.progress(params.steps, "train", "steps", enabled=progress))
+            enc.model.train()
+            for step in range(1, params.steps + 1):
+                batch = train_batches[(step - 1) % len(train_batches)]
+                loss, lr, grad_norm = optimisation_step(enc, batch, optimizer, schedule, trainable, params, dist)
+                recent = (recent + [loss])[-params.eval_every:]
+                log.log(**{"train/loss": loss, "train/lr": lr, "train/grad_norm": grad_norm})
+                if progress:
+                    per_step = (time.perf_counter() - t_train - (evals.seconds - eval_before)) / step
+                    left = eta(params.steps - step, per_step, params.eval_every, evals)
+                    if step == 1 or step % 10 == 0:
+                        logger.info("step %d/%d loss %.4f lr %.2e %.2f s/step, ETA %s", step, params.steps, loss, lr,
+                                    per_step, left)
+                    bar.set_postfix_str(f"loss {loss:.4f}, {per_step:.2f} s/step, ETA {left}")
+                    bar.update(1)
+                if step % params.eval_every == 0 or step == params.steps:
+                    if evals(step) and step < params.steps:
+                        stopped_early = True
+                        log.next_step()
+                        break
+                log.next_step()
         train_s = time.perf_counter() - t_train - (evals.seconds - eval_before)
         timings = {"wall_s": None, "s_per_step": round(train_s / max(step, 1), 3), "eval_s": round(evals.seconds, 1)}
         if not dist.is_main:

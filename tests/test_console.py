@@ -95,23 +95,42 @@ class _Tty(io.StringIO):
         return True
 
 
-def test_progress_logs_quarters_when_output_is_not_a_terminal(caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.console")
-    with console.progress(10, "encode", "texts", stream=io.StringIO()) as bar:
+def test_progress_prints_quarters_on_stdout_when_output_is_not_a_terminal(capsys, caplog):
+    caplog.set_level(logging.INFO)
+    with console.progress(10, "encode", "texts") as bar:
         assert isinstance(bar, console.LogProgress)
-        for _ in range(10):
+        for i in range(10):
+            bar.set_postfix_str(f"loss {1 / (i + 1):.2f}")
             bar.update(1)
-    shares = [r.getMessage().split(" (")[1].split("%")[0] for r in caplog.records]
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    shares = [line.split(" (")[1].split("%")[0] for line in lines]
     assert shares == ["30", "50", "80", "100"]  # the first update at or past each quarter, once
-    assert all("\r" not in r.getMessage() for r in caplog.records)
+    assert lines[0].startswith("encode: 3/10 texts (30%), loss 0.33, ") and lines[0].endswith(" s")
+    assert lines[-1].startswith("encode: 10/10 texts (100%), loss 0.10, ")
+    assert "\r" not in out and err == "" and not caplog.records  # stdout only, not the log on stderr
 
 
-def test_progress_is_a_tqdm_bar_on_a_terminal_and_silent_when_disabled(caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.console")
+def test_a_loop_that_stops_early_reports_where_it_stopped(capsys):
+    with console.progress(8, "train", "steps") as bar:
+        for _ in range(3):
+            bar.update(1)
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == \
+        ["train: 2/8 steps (25%)", "train: 3/8 steps (38%)"]
+    with pytest.raises(RuntimeError), console.progress(8, "train", "steps") as bar:
+        bar.update(1)
+        raise RuntimeError("a failed loop says nothing more")
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal_and_silent_when_disabled(capsys):
     tty = _Tty()
     with console.progress(4, "encode", "texts", stream=tty) as bar:
         bar.update(4)
     assert type(bar).__module__.startswith("tqdm") and "4/4" in tty.getvalue()
     with console.progress(4, "encode", "texts", enabled=False, stream=tty) as bar:
         bar.update(4)
-    assert not caplog.records
+    with console.progress(4, "encode", "texts", enabled=False) as bar:
+        bar.set_postfix_str("x")
+        bar.update(4)
+    assert capsys.readouterr() == ("", "")

@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     df = read_inputs(Path(args.pairs), Path(args.translated), langs)
     translators = roundtrip_translators(params, set(df["lang"]), args.cache_dir, progress=True)
     resume = roundtrip_resume(params, set(df["lang"]), args.work)
-    kept, rejected = filter_pairs(df, params.filter, translators, resume)
+    kept, rejected = filter_pairs(df, params.filter, translators, resume, progress=True)  # lines on stdout
     check_kept(df, kept, rejected)
     stats = data_metrics(df, kept, rejected)
     write_parquet(Path(args.out) / "pairs.parquet", kept)
