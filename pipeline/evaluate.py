@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_dir, atomic_path, write_csv, write_json
+from .metrics import check_summary  # noqa: F401  (used below and by callers)
 from .miracl import MTEB_LANGUAGES
 
 MTEB_TASK = "MIRACLRetrieval"
@@ -82,23 +83,6 @@ def _check_ids(ids, what: str) -> None:
     bad = next((i for i in ids if not str(i) or any(c.isspace() for c in str(i))), None)
     if bad is not None:
         raise ValueError(f"{what} {bad!r} is empty or holds whitespace: it cannot go into a TREC run file")
-
-
-def check_summary(summary: dict, where: str) -> None:
-    """Every rate-type metric of a summary (nDCG, recall, mAP, R@k, the index's recall against exact search)
-    lies in [0, 1] before it is written; the LAReQA rank distance and the counts are not rates."""
-    from .ir_metrics import check_unit_range
-    from .metrics import metric_source
-
-    def is_rate(key: str) -> bool:
-        if key.startswith(("ndcg@", "recall@", "index_recall@")):
-            return True
-        try:
-            return metric_source(key)[1] != "rank_distance"
-        except ValueError:
-            return False
-
-    check_unit_range({k: float(v) for k, v in summary.items() if is_rate(k)}, where)
 
 
 # ---------------------------------------------------------------- LAReQA (XQuAD-R, MLQA-R)

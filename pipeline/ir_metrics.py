@@ -20,18 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-
-class MetricRangeError(RuntimeError):
-    """A rate-type metric (nDCG, recall, mAP) outside [0, 1]: a bug in what produced it, never bad data."""
-
-
-def check_unit_range(metrics: Mapping[str, float], where: str) -> None:
-    """Raise :class:`MetricRangeError` naming ``where`` and the metric when a value of ``metrics`` lies
-    outside [0, 1]; NaN (a metric over no query) passes."""
-    for name, value in metrics.items():
-        if not math.isnan(value) and not 0.0 <= value <= 1.0:
-            raise MetricRangeError(f"{where}: {name} = {value!r} lies outside [0, 1]; the scoring is wrong "
-                                   "(e.g. a document ranked twice)")
+from .metrics import MetricRangeError, check_unit_range  # noqa: F401  (part of this module's interface)
 
 
 def trec_order(hits: Sequence[tuple[str, float]]) -> list[str]:

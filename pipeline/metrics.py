@@ -19,8 +19,39 @@ languages are training languages, *unseen* otherwise (for multi, by query langua
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
+
+
+class MetricRangeError(RuntimeError):
+    """A rate-type metric (nDCG, recall, mAP) outside [0, 1]: a bug in what produced it, never bad data."""
+
+
+def check_unit_range(metrics: Mapping[str, float], where: str) -> None:
+    """Raise :class:`MetricRangeError` naming ``where`` and the metric when a value of ``metrics`` lies
+    outside [0, 1]; NaN (a metric over no query) passes."""
+    for name, value in metrics.items():
+        if not math.isnan(value) and not 0.0 <= value <= 1.0:
+            raise MetricRangeError(f"{where}: {name} = {value!r} lies outside [0, 1]; the scoring is wrong "
+                                   "(e.g. a document ranked twice)")
+
+
+def check_summary(summary: dict, where: str) -> None:
+    """Every rate-type metric of a summary (nDCG, recall, mAP, R@k, the index's recall against exact search)
+    lies in [0, 1] before it is written; the LAReQA rank distance and the counts are not rates."""
+
+    def is_rate(key: str) -> bool:
+        if key.startswith(("ndcg@", "recall@", "index_recall@")):
+            return True
+        try:
+            return metric_source(key)[1] != "rank_distance"
+        except ValueError:
+            return False
+
+    check_unit_range({k: float(v) for k, v in summary.items() if is_rate(k)}, where)
 
 
 def average_precision(ranks) -> float:

@@ -117,6 +117,27 @@ def test_index_then_score(project):
     assert (en_mono["ap"] == 1.0).all()
     langs = pd.read_csv(project / "metrics/toy-languages.csv")
     assert list(langs["lang"]) == ["de", "en"] and list(langs["seen"]) == [False, True]
+    # the same results in MTEB's layout, main score mAP
+    mteb = json.loads((project / "data/scores/toy/mteb.json").read_text())
+    by_subset = {e["hf_subset"]: e for e in mteb["scores"]["test"]}
+    assert {s: e["main_score"] for s, e in by_subset.items()} == {s: m[f"{s}_map"] for s in ("mono", "cross", "multi")}
+
+
+def test_a_rate_outside_the_unit_range_stops_score_before_it_writes(project, monkeypatch):
+    from pipeline import metrics
+    from pipeline.stages import index, score
+
+    index.main(["--dataset", "toy"])
+    real = metrics.score_embeddings
+
+    def broken(*a, **kw):  # a scoring bug: a document counted twice
+        summary, *rest = real(*a, **kw)
+        return ({**summary, "multi_map": 1.2}, *rest)
+
+    monkeypatch.setattr(score, "score_embeddings", broken)
+    with pytest.raises(metrics.MetricRangeError, match="toy: multi_map = 1.2 lies outside"):
+        score.main(["--dataset", "toy"])
+    assert not (project / "data/scores/toy").exists() and not (project / "metrics/toy.json").exists()
 
 
 def test_unknown_dataset_stops_before_work(project):

@@ -4,7 +4,8 @@ Writes ``metrics/<dataset>.json`` (the declared DVC metrics: mono / cross / mult
 ``score.recall_at``, rank distance, each also for seen and unseen languages), ``metrics/<dataset>-languages.csv``
 (one row per query language, the DVC plots data) and ``data/scores/<dataset>/`` (``summary.json``, every
 metric incl. mAP@k and every R@k of every setting; ``per_query.parquet``, the scores of every query in
-every setting, for the intervals; ``cells.csv``, every query-language x pool-language cell).
+every setting, for the intervals; ``cells.csv``, every query-language x pool-language cell; ``mteb.json``,
+the results in MTEB's result layout).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 
 from ..io import atomic_dir, write_csv, write_json
-from ..metrics import declared_metrics, score_embeddings
+from ..metrics import check_summary, declared_metrics, score_embeddings
+from ..mteb_format import lareqa_mteb
 from ..params import load_params
 from .. import console
 
@@ -33,10 +35,13 @@ def main(argv=None) -> None:
     unseen = set(p.unseen_languages) | (set(params.datasets[name].languages) - set(params.languages))
     summary, languages, cells, per_query = score_embeddings(Path(args.embeddings or f"data/embeddings/{name}"),
                                                             p.map_cutoff, p.recall_at, unseen)
+    check_summary(summary, name)  # a rate outside [0, 1] is a scoring bug: stop before anything is written
     with atomic_dir(Path(args.scores or f"data/scores/{name}")) as tmp:
         per_query.to_parquet(tmp / "per_query.parquet", index=False)
         cells.to_csv(tmp / "cells.csv", index=False, float_format="%.6f")
         write_json(tmp / "summary.json", summary)
+        # the same results in MTEB's result layout (one entry per setting, mAP the main score)
+        write_json(tmp / "mteb.json", lareqa_mteb(summary, name, list(params.datasets[name].languages)))
     languages["seen"] = ~languages["lang"].isin(unseen)
     write_csv(Path(args.metrics) / f"{name}-languages.csv", languages)
     write_json(Path(args.metrics) / f"{name}.json", declared_metrics(summary, p.recall_at))
