@@ -136,3 +136,17 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_start_removes(tmp
                               metrics=str(tmp_path / "metrics/train.json"), timings=str(tmp_path / "logs/t.json"))
     assert [p.name for p in remove_stale_outputs(args)] == left
     assert list(live.parent.iterdir()) == []
+
+
+def test_every_atomic_folder_write_first_removes_what_a_killed_write_of_it_left(tmp_path):
+    from pipeline.io import atomic_dir
+
+    out = tmp_path / "data" / "embeddings"
+    (tmp_path / "data").mkdir()
+    stale = tmp_path / "data" / ".embeddings.k1ll3d_.tmp"
+    other = tmp_path / "data" / ".scores.k1ll3d_.tmp"  # another output's temporary stays
+    for p in (stale, other, tmp_path / "data" / ".embeddings.old"):
+        p.mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "x").write_text("1")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".scores.k1ll3d_.tmp", "embeddings"]
