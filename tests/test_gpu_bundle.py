@@ -22,17 +22,23 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
     import pipeline.params
     from pipeline.stages import filter as filter_stage
     from pipeline.stages import gather, split, translate
+    from scripts import gpu_bundle
     from scripts.gpu_bundle import mine, run_one
 
     write_lareqa(tmp_path / "mirror" / "toy-train", "train")
     write_lareqa(tmp_path / "mirror" / "toy-eval", "eval")
     model = Path(pkg.__file__).parent / "model"
-    params = tiny_params(model)
+    params = tiny_params()
     params["mirror"] = str(tmp_path / "mirror")
     params["train"]["device"] = "cpu"
     params["train"]["hard_negatives"] = hard_negatives
     # the toy pool has 8 passages a language: candidates from rank 1 on, any margin
-    params["mining"].update(model=str(model), engine="torch", rank_range=[1, 8], margin=0.0)
+    params["mining"].update(model="models/miner", engine="torch", rank_range=[1, 8], margin=0.0)
+    # the mining model is a folder inside the project the mine stage runs in (params.yaml allows no other)
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "miner").symlink_to(model, target_is_directory=True)
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     grid, name = "toy", "toy-hybrid-s3"
     gdir = tmp_path / "bundle" / "grids" / grid
     (gdir / "params").mkdir(parents=True)
@@ -48,7 +54,10 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
                        "--out", str(d / "filtered"), "--metrics", str(d / "data.json")])
     split.main(["--pairs", str(d / "filtered" / "pairs.parquet"), "--out", str(gdir / "split")])
     # prepare's mining: by the mine stage, here, only for runs with hard negatives
-    mine({name: {**params, "seed": 3}}, gdir / "split", gdir / "mined")
+    with monkeypatch.context() as m:
+        m.setattr(gpu_bundle, "ROOT", project)
+        m.setenv("PYTHONPATH", str(ROOT))
+        mine({name: {**params, "seed": 3}}, gdir / "split", gdir / "mined")
     assert (gdir / "mined" / "negatives.parquet").exists() == hard_negatives
     work = tmp_path / "work"
     shutil.copytree(model, work / "base")

@@ -50,7 +50,8 @@ def write_lareqa(folder: Path, split: str) -> None:
         (folder / f"{lang}.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}))
 
 
-def tiny_params(encoder: Path) -> dict:
+def tiny_params(encoder: str = "models/minilm") -> dict:
+    """Params for the toy data; ``encoder``, a local folder, is inside the project as params.yaml requires."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     toy = {"url": "https://example.invalid/{lang}.json", "languages": ["de", "en"], "licence": "test"}
     raw.update(mirror="../mirror", languages=["en", "de"],
@@ -88,7 +89,9 @@ def scratch_project(tmp_path):
             shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, project / name)
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(Path(pkg.__file__).parent / "model")))
+    (project / "models").mkdir()
+    (project / "models" / "minilm").symlink_to(Path(pkg.__file__).parent / "model", target_is_directory=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params("models/minilm")))
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_MIRROR"}
     env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PIPELINE_CACHE=str(tmp_path / "cache"),
