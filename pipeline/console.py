@@ -3,7 +3,9 @@
 - :func:`run` wraps a stage's (or command's) ``main``: an expected error (:class:`~pipeline.errors.PipelineError`:
   bad input data, a missing or unreachable asset such as a hub model offline, invalid params, a batch or
   dev set the data cannot give) ends the process with one line, ``<name>: error: <message>``, and exit
-  status 1, instead of a traceback. ``--verbose`` (anywhere in the arguments) or ``PIPELINE_VERBOSE=1``
+  status 1, instead of a traceback; an error that names where it comes from (``where``: invalid params are
+  ``params.yaml``, a YAML problem ``params.yaml:12:3``) is ``<where>: error: <message>`` whichever stage
+  read the file. ``--verbose`` (anywhere in the arguments) or ``PIPELINE_VERBOSE=1``
   (e.g. ``PIPELINE_VERBOSE=1 dvc repro``) re-raises it with the traceback. Other exceptions are bugs
   and keep their traceback.
 - :func:`progress` counts work done, on stdout (the stream ``dvc repro > log`` keeps): a tqdm bar on a
@@ -31,7 +33,7 @@ def verbose_requested(argv: list[str]) -> bool:
     return "--verbose" in argv or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
-def one_line(err: BaseException) -> str:
+def one_line(err: BaseException | str) -> str:
     """The message of ``err`` on one line (a multi-line message, e.g. several invalid params, joined by ';')."""
     return "; ".join(part.strip() for part in str(err).splitlines() if part.strip())
 
@@ -51,7 +53,11 @@ def run(main: Callable[[list[str]], object], name: str, argv: list[str] | None =
     except PipelineError as err:
         if verbose:
             raise
-        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
+        # an error that names its own origin (params.yaml, params.yaml:12:3) is reported under it, not under
+        # the stage that happened to read the file
+        where = getattr(err, "where", None)
+        origin, message = (where, getattr(err, "detail", err)) if where else (name, err)
+        print(f"{origin}: error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

