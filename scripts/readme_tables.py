@@ -12,7 +12,8 @@ and has ``findings`` (rank distance and mono mAP differences with their reading)
 verdicts; ``<!-- table all overview -->`` puts every grid's
 verdicts side by side; ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
 ``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``);
-``<!-- table training speed -->`` and ``<!-- table encoding speed -->`` are the benchmarks' JSON files.
+``<!-- table training speed -->`` and ``<!-- table encoding speed -->`` are the benchmarks' JSON files,
+``<!-- table isa paths -->`` the kernel-path benchmark's (``metrics/isa_paths.json``).
 tests/test_readme.py runs the check, so a README number that disagrees with its file fails the tests.
 """
 from __future__ import annotations
@@ -235,6 +236,42 @@ def speed_table(path: Path) -> str:
     return table
 
 
+def paths_table(path: Path) -> str:
+    """``benchmarks/isa_paths.py``: the filter, encoding and training under each kernel path (bytes equal to
+    the portable AVX2 path or not, the largest difference, time as a ratio to AVX2 in the same run), and
+    the full train -> index -> score chain of ``metrics/isa_paths_chain.json`` where it exists."""
+    import json
+
+    b = json.loads(path.read_text())
+    yes = {True: "yes", False: "no"}
+    tables = [
+        _table(["filter (CTranslate2 int8 round trip)", "time vs AVX2", "same bytes as AVX2", "pairs kept",
+                "zh round-trip chrF"],
+               [[f"`{f['path']}`", f"{f['time_vs_avx2']:.2f}x", yes[f["identical_to_avx2"]], f"{f['kept']:,}",
+                 f"{f['zh_mean_roundtrip_chrf_question']:.3f}"] for f in b["filter"]]),
+        _table([f"encoding ({b['texts']} passages, torch fp32)", "time vs AVX2", "same bytes as AVX2",
+                "largest difference"],
+               [[f"`{e['path']}`", f"{e['time_vs_avx2']:.2f}x", yes[e["identical_to_avx2"]],
+                 f"{e['max_abs_diff_vs_avx2']:.1e}"] for e in b["encoding"]]),
+        _table([f"training ({b['steps']} steps of the train stage)", "precision", "s/step vs AVX2 fp32",
+                "same weights as AVX2", "largest weight difference", "final loss"],
+               [[f"`{t['path']}`", t["precision"], f"{t['step_time_vs_avx2_fp32']:.2f}x",
+                 yes[t["identical_to_avx2"]], f"{t['max_abs_weight_diff_vs_avx2']:.1e}",
+                 f"{t['final_train_loss']:.6f}"] for t in b["training"]]),
+    ]
+    chain_file = path.parent / f"{path.stem}_chain.json"
+    if chain_file.exists():
+        c = json.loads(chain_file.read_text())["chain"]
+        tables.append(_table(["train -> index -> score (params.yaml)", "train s", "index s", "same weights",
+                              "largest rate difference", "rank distance", "loss"],
+                             [[f"`{r['path']}`", f"{r['wall_s']['train']:.0f}", f"{r['wall_s']['index']:.0f}",
+                               yes[r["identical_weights_to_first"]],
+                               f"{r['max_abs_difference_to_first'].get('rate', 0):.6f}",
+                               f"{r['max_abs_difference_to_first'].get('rank_distance', 0):.3f}",
+                               f"{r['max_abs_difference_to_first'].get('loss', 0):.6f}"] for r in c]))
+    return "\n\n".join(tables)
+
+
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table, "findings": findings_table, "mining": mining_table}
 
@@ -248,6 +285,8 @@ def render(text: str, grids: Path = GRIDS) -> str:
             return m.group(1) + default_table(grids.parent, grid) + "\n" + m.group(5)
         if kind == "speed":  # <!-- table training speed -->: metrics/training_speed.json
             return m.group(1) + speed_table(grids.parent / f"{grid}_speed.json") + "\n" + m.group(5)
+        if kind == "paths":  # <!-- table isa paths -->: metrics/isa_paths.json (+ isa_paths_chain.json)
+            return m.group(1) + paths_table(grids.parent / f"{grid}_paths.json") + "\n" + m.group(5)
         if kind == "profile":  # <!-- table repro profile -->: metrics/repro-profile.json
             return m.group(1) + profile_table(grids.parent / f"{grid}-profile.json") + "\n" + m.group(5)
         if kind not in KINDS:
