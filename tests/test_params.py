@@ -180,3 +180,56 @@ def test_paths_inside_their_folder_and_hub_ids_pass(raw, key, value):
         d["mirror"] = value
     parse_params(d)
 
+
+def _dvc_rewrite(tmp_path, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """params.yaml before and after DVC's own rewrite of a copy (``dvc exp run -S``'s code path; a failed run
+    leaves the rewritten file in the workspace)."""
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    copy_ = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", copy_)
+    before = copy_.read_text(encoding="utf-8").splitlines()
+    apply_overrides(str(copy_), overrides)
+    return before, copy_.read_text(encoding="utf-8").splitlines()
+
+
+def _changed(before: list[str], after: list[str]) -> list[str]:
+    import difflib
+
+    return [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def test_params_yaml_is_in_the_layout_dvc_writes(tmp_path):
+    """Loading and dumping params.yaml with DVC's YAML code changes nothing (comments included)."""
+    import shutil
+
+    from dvc.utils.serialize._yaml import modify_yaml
+
+    copy_ = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", copy_)
+    with modify_yaml(copy_):
+        pass
+    assert copy_.read_bytes() == (ROOT / "params.yaml").read_bytes()
+
+
+def test_a_dvc_override_changes_only_its_own_line(tmp_path):
+    """``dvc exp run -S train.lr=1e-4`` rewrites params.yaml whole; in its layout the diff is the one line."""
+    before, after = _dvc_rewrite(tmp_path, ["train.lr=1e-4"])
+    lr = next(line for line in before if line.startswith("  lr: "))
+    assert _changed(before, after) == [f"-{lr}", "+  lr: 0.0001"]
+
+
+@pytest.mark.parametrize("override", ["seed=3", "sampling.mode=xy", "models.revision=v1", "gather.with_context=false",
+                                      "translate.chunk_size=128", "mining.margin=0.05", "index.batch_size=32",
+                                      "score.map_cutoff=10", "miracl.recall_sample=10", "dev.fraction=0.1"])
+def test_any_single_override_is_a_one_line_diff(tmp_path, override):
+    """Keys after a list and in every section: a comment or blank line after a block list would be dropped by
+    DVC's rewrite, so params.yaml has none there."""
+    before, after = _dvc_rewrite(tmp_path, [override])
+    key = override.split("=")[0].rsplit(".", 1)[-1]
+    changed = _changed(before, after)
+    assert len(changed) == 2 and changed[0].lstrip("- ").startswith(f"{key}:") and \
+        changed[1].lstrip("+ ").startswith(f"{key}:"), changed
