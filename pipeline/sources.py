@@ -8,7 +8,7 @@ Loaders, by ``SourceSpec.type``:
 * ``squad``: SQuAD v1.1 / v2.0 JSON. Unanswerable questions (``is_impossible`` or no answers) are
   dropped and counted. The answer sentence is the one holding ``answers[0].answer_start``, by the
   file's ``sentence_breaks`` when present (validated like the evaluation files'), otherwise by
-  :func:`split_sentences`; an answer that starts between two sentences goes to the following one
+  :func:`pipeline.text.sentence_spans`; an answer that starts between two sentences goes to the following one
   (:func:`pipeline.lareqa.gold_sentence`).
 * ``lareqa``: a LAReQA folder (``{lang}.json``), read by :func:`pipeline.lareqa.parse_file`; the
   English rows are the pairs, the other languages' rows with the same question ``id`` are their
@@ -63,12 +63,6 @@ def pair_id(source: str, qid: str) -> str:
     return hashlib.sha1(f"{source}\x1f{qid}".encode()).hexdigest()[:16]
 
 
-def split_sentences(text: str) -> list[list[int]]:
-    """Sentence spans of a context without ``sentence_breaks`` (:func:`pipeline.text.sentence_spans`);
-    an empty context is one empty sentence, so every answer start maps to a sentence."""
-    return sentence_spans(text) or [[0, len(text)]]
-
-
 def _frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=PAIR_COLUMNS)
     df["context"] = df["context"].astype("str")  # a string column even when every context is null
@@ -92,7 +86,8 @@ class SourcePairs:
 def _squad_sentences(par: dict, context: str, where: str) -> tuple[list[list[int]], list]:
     """Spans and texts of a paragraph's sentences: the file's (validated) or the splitter's."""
     if "sentence_breaks" not in par:
-        breaks = split_sentences(context)
+        # a blank context is one blank sentence, so that every answer start maps to a sentence
+        breaks = sentence_spans(context) or [[0, len(context)]]
         return breaks, [context[s:e] for s, e in breaks]
     breaks = check_breaks(field(par, "sentence_breaks", where, list), context, where)
     sentences = par.get("sentences")

@@ -20,8 +20,8 @@ from pipeline.sources import (
     load_source,
     load_squad,
     pair_id,
-    split_sentences,
 )
+from pipeline.text import sentence_spans, split_sentences
 
 CTX = "Paris is the capital of France. It has a tall tower. The tower was built in 1889."
 
@@ -54,13 +54,13 @@ def test_normalize_and_pair_id():
 
 
 def test_split_sentences():
-    spans = split_sentences(CTX)
-    assert [CTX[a:b] for a, b in spans] == ["Paris is the capital of France.", "It has a tall tower.",
-                                            "The tower was built in 1889."]
+    """The SQuAD loader splits a context without ``sentence_breaks`` with pipeline.text's splitter."""
+    spans = sentence_spans(CTX)
+    assert [CTX[a:b] for a, b in spans] == split_sentences(CTX) == [
+        "Paris is the capital of France.", "It has a tall tower.", "The tower was built in 1889."]
     text = "Dr. J. R. R. Tolkien wrote it. Then 3 more! 他来了。她也来了。"
-    assert [text[a:b] for a, b in split_sentences(text)] == [
-        "Dr. J. R. R. Tolkien wrote it.", "Then 3 more!", "他来了。", "她也来了。"]
-    assert split_sentences("no end mark") == [[0, 11]]
+    assert split_sentences(text) == ["Dr. J. R. R. Tolkien wrote it.", "Then 3 more!", "他来了。", "她也来了。"]
+    assert sentence_spans("no end mark") == [[0, 11]]
 
 
 def test_squad_v1_regex_splitter(tmp_path):
