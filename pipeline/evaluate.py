@@ -91,7 +91,7 @@ def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefi
                     run_depth: int = 100, languages: list[str] | None = None, tag: str = "run") -> dict:
     """Encode, score and write one LAReQA set (``params.datasets[name]``); returns its summary."""
     from .lareqa import dataset_files, load_lareqa
-    from .metrics import score
+    from .metrics import score, unseen_languages
     from .retrieval import build_index, search
 
     spec = params.datasets[name]
@@ -104,7 +104,7 @@ def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefi
     q = encoder.encode(ds.queries["text"].tolist(), query_prefix, desc=f"{name} queries")
     c = encoder.encode(ds.pool["text"].tolist(), passage_prefix, desc=f"{name} pool")
     sp = params.score
-    unseen = set(sp.unseen_languages) | (set(params.datasets[name].languages) - set(params.languages))
+    unseen = unseen_languages(params.datasets[name].languages, params.languages, sp.unseen_languages)
     summary, langs, _, per_query = score(ds.queries[["qid", "id", "lang", "text", "gold"]],
                                          ds.pool[["cand_id", "lang"]], q, c, sp.map_cutoff, sp.recall_at, unseen)
     scores, rows = search(build_index(c), q, run_depth)

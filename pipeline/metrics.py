@@ -54,6 +54,13 @@ def check_summary(summary: dict, where: str) -> None:
     check_unit_range({k: float(v) for k, v in summary.items() if is_rate(k)}, where)
 
 
+def unseen_languages(dataset_langs, train_langs, declared=()) -> set[str]:
+    """The languages scored as *unseen*: those ``declared`` (params ``score.unseen_languages``) and every
+    language of the evaluation set (params ``datasets.<name>.languages``) that is no training language
+    (params ``languages``)."""
+    return set(declared) | (set(dataset_langs) - set(train_langs))
+
+
 def average_precision(ranks) -> float:
     r = np.sort(np.asarray(ranks, dtype=np.float64))
     return float(np.mean(np.arange(1, len(r) + 1) / r)) if len(r) else float("nan")

@@ -11,6 +11,7 @@ from pipeline.metrics import (
     rank_distance,
     recall_at_k,
     summarise,
+    unseen_languages,
 )
 from pipeline.retrieval import gold_ranks
 
@@ -76,3 +77,10 @@ def test_settings_on_a_two_language_pool():
     assert summary["mono_map_unseen"] == pytest.approx(1.0)
     assert summary["cross_map_unseen"] == pytest.approx(summary["cross_map"])  # every cross cell involves de
     assert summary["multi_rank_distance"] == pytest.approx(1.0)  # golds adjacent for both queries
+
+
+def test_unseen_languages_are_the_declared_ones_and_those_not_trained_on():
+    """The one rule the score stage and python -m evaluation share."""
+    assert unseen_languages(["en", "de", "th"], ["en", "de"]) == {"th"}
+    assert unseen_languages(["en", "de", "th"], ["en", "de"], ["de"]) == {"de", "th"}
+    assert unseen_languages(["en"], ["en", "de"], ()) == set()

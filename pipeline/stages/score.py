@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..io import atomic_dir, write_csv, write_json
-from ..metrics import check_summary, declared_metrics, score_embeddings
+from ..metrics import check_summary, declared_metrics, score_embeddings, unseen_languages
 from ..mteb_format import lareqa_mteb
 from ..params import load_params
 from .. import console
@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     if name not in params.datasets:
         raise SystemExit(f"score: unknown dataset {name!r}; params.yaml datasets: {sorted(params.datasets)}")
     t0 = time.perf_counter()
-    unseen = set(p.unseen_languages) | (set(params.datasets[name].languages) - set(params.languages))
+    unseen = unseen_languages(params.datasets[name].languages, params.languages, p.unseen_languages)
     summary, languages, cells, per_query = score_embeddings(Path(args.embeddings or f"data/embeddings/{name}"),
                                                             p.map_cutoff, p.recall_at, unseen)
     check_summary(summary, name)  # a rate outside [0, 1] is a scoring bug: stop before anything is written
