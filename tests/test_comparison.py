@@ -8,18 +8,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.comparison import (
-    COMPARISONS,
-    RUNS,
-    findings,
-    metric_matrix,
-    parse_run_name,
-    question_ids,
-    run_name,
-    seed_question_bootstrap,
-    summary_table,
-    verdicts,
-)
+from experiments.grids import COMPARISONS, RUNS, parse_run_name, run_name
+from experiments.stats import findings, metric_matrix, question_ids, seed_question_bootstrap, summary_table, verdicts
 
 GRID = "mlqa2xquad-cpu"
 HN = ("hybrid-hn-query", "hybrid-hn-passage", "hybrid-hn-other", "hybrid-hn-any")
@@ -120,11 +110,11 @@ def test_verdicts_follow_the_intervals():
 
 def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkeypatch):
     """The path the GPU results take (collect --from), then report and the README blocks, end to end."""
-    import scripts.compare_strategies as cs
     import scripts.readme_tables as rt
+    from experiments import collect, grids, report
 
     grid = "mlqa2xquad-cpu"
-    monkeypatch.setattr(cs, "OUT", tmp_path / "grids")
+    monkeypatch.setattr(grids, "OUT", tmp_path / "grids")
     folder = tmp_path / "results"
     levels = {"untrained": (0.80, 0.60, 0.30), "xx": (0.82, 0.68, 0.45), "xy": (0.80, 0.71, 0.58),
               "hybrid": (0.81, 0.70, 0.57)}
@@ -135,15 +125,15 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
             bump = 0.005 * (k - 1)
             pq = per_query({"mono": mono + bump, "cross": cross + bump, "multi": multi + bump}, seed=seed)
             pq.to_parquet(d / "per_query.parquet")
-            params = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+            params = yaml.safe_load((grids.ROOT / "params.yaml").read_text())
             params["sampling"]["mode"], params["seed"] = ("hybrid" if run == "untrained" else run), seed
             (d / "params.yaml").write_text(yaml.safe_dump(params))
             (d / "train.json").write_text(json.dumps({"select_by": "dev", "best_step": 40, "steps_run": 60,
                                                       "stopped_early": False, "dev_score": 0.6}))
             (d / "xquad-r.json").write_text(json.dumps({"mono_map": mono + bump, "cross_map": cross + bump,
                                                         "multi_map": multi + bump, "multi_rank_distance": 300.0}))
-    cs.collect_folder(grid, folder, "test")
-    cs.report(grid)
+    collect.collect_folder(grid, folder, "test")
+    report.report(grid)
     out = tmp_path / "grids" / grid
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 10 and set(runs["select_by"]) == {"dev"} and list(runs["run"][:2]) == ["untrained", "xx"]
@@ -165,7 +155,7 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
 
 
 def test_every_grid_gives_valid_params_with_the_fold_and_scale_applied():
-    from scripts.compare_strategies import dataset_of, params_for
+    from experiments.grids import dataset_of, params_for
 
     a = params_for("mlqa2xquad-cpu", "xy", 14)
     assert a["seed"] == 14 and a["sampling"]["mode"] == "xy" and a["index"]["datasets"] == ["xquad-r"]
@@ -178,7 +168,7 @@ def test_every_grid_gives_valid_params_with_the_fold_and_scale_applied():
 
 
 def test_run_sets_the_strategies_are_the_module_defaults_and_hardneg_is_hybrid_plus_hard_negatives():
-    from scripts.compare_strategies import grid_spec, run_set
+    from experiments.grids import grid_spec, run_set
 
     s = run_set()  # the default
     assert s["name"] == "strategies" and tuple(s["runs"]) == RUNS and tuple(s["comparisons"]) == COMPARISONS
@@ -200,24 +190,24 @@ def test_run_sets_the_strategies_are_the_module_defaults_and_hardneg_is_hybrid_p
 
 
 def test_a_run_set_is_checked_against_the_others(tmp_path, monkeypatch):
-    import scripts.compare_strategies as cs
+    import experiments.grids as grids
 
-    spec = yaml.safe_load(cs.GRIDS.read_text())
+    spec = yaml.safe_load(grids.GRIDS.read_text())
     spec["run_sets"]["hardneg"]["runs"]["hybrid"] = ["sampling.mode=hybrid", "sampling.alpha=0.3"]
     bad = tmp_path / "grids.yaml"
     bad.write_text(yaml.safe_dump(spec))
-    monkeypatch.setattr(cs, "GRIDS", bad)
+    monkeypatch.setattr(grids, "GRIDS", bad)
     with pytest.raises(SystemExit, match="run 'hybrid' has other overrides"):  # one experiment name, two runs
-        cs.run_set("hardneg")
+        grids.run_set("hardneg")
     spec["run_sets"]["hardneg"]["runs"]["hybrid"] = ["sampling.mode=hybrid", "sampling.alpha=0.5"]
     spec["run_sets"]["hardneg"]["comparisons"].append(["hybrid", "xx"])
     bad.write_text(yaml.safe_dump(spec))
     with pytest.raises(SystemExit, match=r"comparison \['hybrid', 'xx'\] is not two of its runs"):
-        cs.run_set("hardneg")
+        grids.run_set("hardneg")
 
 
 def test_run_names_with_dashes_parse_within_their_run_set_only():
-    from scripts.compare_strategies import run_set
+    from experiments.grids import run_set
 
     hardneg = run_set("hardneg")["runs"]
     assert run_name(GRID, "hybrid-hn-passage", 13) == "mlqa2xquad-cpu-hybrid-hn-passage-s13"
@@ -234,31 +224,31 @@ def test_run_names_with_dashes_parse_within_their_run_set_only():
 
 
 def _fake_dvc(monkeypatch):
-    """compare_strategies' DVC and git calls recorded instead of run."""
-    import scripts.compare_strategies as cs
+    """The queue's DVC and git calls recorded instead of run."""
+    import experiments.queue as q
 
     calls = []
-    monkeypatch.setattr(cs, "_dvc", lambda *a, **k: calls.append(list(a)))
+    monkeypatch.setattr(q, "dvc", lambda *a, **k: calls.append(list(a)))
 
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(cs, "subprocess", SimpleNamespace(run=lambda *a, **k: Done()))
+    monkeypatch.setattr(q, "subprocess", SimpleNamespace(run=lambda *a, **k: Done()))
     return calls
 
 
 def test_the_strategies_queue_the_same_experiments_with_the_same_overrides_as_before(monkeypatch):
     """The dvc calls of `run`/`queue` for the default set, as recorded before run sets existed."""
-    import scripts.compare_strategies as cs
+    from experiments import cli, grids, queue
 
-    before = json.loads((cs.ROOT / "tests" / "fixtures" / "strategies-queue.json").read_text())
+    before = json.loads((grids.ROOT / "tests" / "fixtures" / "strategies-queue.json").read_text())
     for grid in ("mlqa2xquad-cpu", "xquad2mlqa-gpu"):
         calls = _fake_dvc(monkeypatch)
-        names = cs.queue(grid, [13, 14, 15])
+        names = queue.queue(grid, [13, 14, 15])
         assert calls == before[grid], grid
         assert names == [c[4] for c in before[grid] if c[1] == "run"]
     calls = _fake_dvc(monkeypatch)
-    cs.main(["queue", "--grid", GRID, "--runs", "strategies"])
+    cli.main(["queue", "--grid", GRID, "--runs", "strategies"])
     assert calls == before[GRID]
 
 
@@ -266,15 +256,15 @@ def test_the_strategies_queue_the_same_experiments_with_the_same_overrides_as_be
 def hardneg_params(tmp_path, monkeypatch):
     """params.yaml with the hard-negative keys (added by another change) and validation that ignores them,
     so these tests do not depend on the keys existing."""
+    import experiments.grids as grids
     import pipeline.params
-    import scripts.compare_strategies as cs
 
-    base = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+    base = yaml.safe_load((grids.ROOT / "params.yaml").read_text())
     base["train"].setdefault("hard_negatives", False)
     base.setdefault("mining", {"language": "any"})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(base, sort_keys=False))
-    known = yaml.safe_load((cs.ROOT / "params.yaml").read_text())
+    known = yaml.safe_load((grids.ROOT / "params.yaml").read_text())
     real_parse = pipeline.params.parse_params
 
     def parse(data, source="params"):
@@ -283,35 +273,35 @@ def hardneg_params(tmp_path, monkeypatch):
         return real_parse(data, source)
 
     monkeypatch.setattr(pipeline.params, "parse_params", parse)
-    real_params_for = cs.params_for
-    monkeypatch.setattr(cs, "params_for", lambda grid, run, seed, base=path, run_set_name="strategies":
+    real_params_for = grids.params_for
+    monkeypatch.setattr(grids, "params_for", lambda grid, run, seed, base=path, run_set_name="strategies":
                         real_params_for(grid, run, seed, base, run_set_name))
     return path
 
 
 def test_hardneg_params_apply_the_run_after_fold_and_scale(hardneg_params):
-    import scripts.compare_strategies as cs
+    import experiments.grids as grids
 
-    p = cs.params_for("mlqa2xquad-gpu", "hybrid-hn-passage", 14, run_set_name="hardneg")
+    p = grids.params_for("mlqa2xquad-gpu", "hybrid-hn-passage", 14, run_set_name="hardneg")
     assert p["train"]["hard_negatives"] is True and p["mining"]["language"] == "passage"
     assert p["sampling"]["mode"] == "hybrid" and p["sampling"]["alpha"] == 0.5 and p["seed"] == 14
     assert p["train"]["device"] == "cuda"  # the scale's overrides too
-    base = cs.params_for(GRID, "hybrid", 13, run_set_name="hardneg")
+    base = grids.params_for(GRID, "hybrid", 13, run_set_name="hardneg")
     assert base["train"]["hard_negatives"] is False and base["sampling"]["mode"] == "hybrid"
     with pytest.raises(SystemExit, match="run set hardneg has no run 'xx'"):
-        cs.params_for(GRID, "xx", 13, run_set_name="hardneg")
+        grids.params_for(GRID, "xx", 13, run_set_name="hardneg")
     lacking = yaml.safe_load(hardneg_params.read_text())
     del lacking["mining"]
     hardneg_params.write_text(yaml.safe_dump(lacking))  # params without the key a run sets: one line naming it
     with pytest.raises(SystemExit, match="hybrid-hn-any/s13 \\(run set hardneg\\): Could not override 'mining.lang"):
-        cs.params_for(GRID, "hybrid-hn-any", 13, run_set_name="hardneg")
+        grids.params_for(GRID, "hybrid-hn-any", 13, run_set_name="hardneg")
 
 
 def test_queue_a_run_set_or_only_some_of_its_runs(hardneg_params, monkeypatch):
-    import scripts.compare_strategies as cs
+    from experiments import cli, grids
 
     calls = _fake_dvc(monkeypatch)
-    cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--seeds", "13", "14"])
+    cli.main(["queue", "--grid", GRID, "--runs", "hardneg", "--seeds", "13", "14"])
     queued = [c[4] for c in calls if c[1] == "run"]
     # no untrained
     assert queued == [run_name(GRID, r, s) for r in ("hybrid",) + HN + ("xy",) + XY_HN for s in (13, 14)]
@@ -319,16 +309,16 @@ def test_queue_a_run_set_or_only_some_of_its_runs(hardneg_params, monkeypatch):
     assert run[5:] == ["-S", "sampling.mode=hybrid", "-S", "sampling.alpha=0.5", "-S", "train.hard_negatives=true",
                        "-S", "mining.language=other", "-S", "seed=14"]
     calls.clear()
-    cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid-hn-any", "hybrid", "--seeds", "13"])
+    cli.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid-hn-any", "hybrid", "--seeds", "13"])
     assert [c[4] for c in calls if c[1] == "run"] == ["mlqa2xquad-cpu-hybrid-s13", "mlqa2xquad-cpu-hybrid-hn-any-s13"]
-    assert cs.planned(GRID, [13, 14], only=["untrained", "xy"]) == [("untrained", 13), ("xy", 13), ("xy", 14)]
+    assert grids.planned(GRID, [13, 14], only=["untrained", "xy"]) == [("untrained", 13), ("xy", 13), ("xy", 14)]
     calls.clear()
     with pytest.raises(SystemExit, match="--only xx: not in run set hardneg"):
-        cs.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "xx"])
+        cli.main(["queue", "--grid", GRID, "--runs", "hardneg", "--only", "xx"])
     with pytest.raises(SystemExit):
-        cs.main(["report", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid"])
+        cli.main(["report", "--grid", GRID, "--runs", "hardneg", "--only", "hybrid"])
     with pytest.raises(SystemExit, match="unknown run set"):
-        cs.main(["report", "--grid", GRID, "--runs", "hardnegs"])
+        cli.main(["report", "--grid", GRID, "--runs", "hardnegs"])
     assert calls == []  # nothing queued by a refused command
 
 

@@ -31,11 +31,11 @@ def per_query(v: float) -> pd.DataFrame:
 
 @pytest.fixture
 def toy_grid(tmp_path, monkeypatch):
-    import scripts.compare_strategies as cs
+    from experiments import collect, grids, report
 
-    monkeypatch.setattr(cs, "OUT", tmp_path)
-    monkeypatch.setattr(cs, "dataset_of", lambda grid: ("toy", []))
-    monkeypatch.setattr(cs, "headline_of", lambda grid: headline_metrics((1, 10)))
+    monkeypatch.setattr(grids, "OUT", tmp_path)
+    monkeypatch.setattr(grids, "dataset_of", lambda grid: ("toy", []))
+    monkeypatch.setattr(grids, "headline_of", lambda grid: headline_metrics((1, 10)))
     rows, tables = [], []
     for run, seeds in VALUES.items():
         for seed, v in seeds.items():
@@ -43,10 +43,10 @@ def toy_grid(tmp_path, monkeypatch):
             train = {"select_by": "dev", "best_step": 20, "steps_run": 60, "stopped_early": False, "dev_score": v}
             scores = {"mono_map": v, "cross_map": v / 2, "multi_map": v / 4, "mono_r1": v, "cross_r1": v / 2,
                       "multi_r10": v / 4, "multi_rank_distance": 10 / v}
-            rows.append(cs.run_record(run, seed, params, train, scores, headline_metrics((1, 10))))
+            rows.append(collect.run_record(run, seed, params, train, scores, headline_metrics((1, 10))))
             tables.append(per_query(v).assign(run=run, seed=seed))
-    cs.save("toy-cpu", rows, tables, "cpu")
-    cs.report("toy-cpu")
+    collect.save("toy-cpu", rows, tables, "cpu")
+    report.report("toy-cpu")
     return tmp_path / "toy-cpu"
 
 
@@ -95,7 +95,7 @@ def test_readme_blocks_render_the_toy_grid_exactly(toy_grid):
 
 
 def test_recall_columns_follow_score_recall_at():
-    from scripts.compare_strategies import per_query_columns
+    from experiments.collect import per_query_columns
     from scripts.readme_tables import label
 
     assert headline_metrics((100, 5, 20)) == ("mono_map", "cross_map", "multi_map", "mono_r5", "cross_r5",
@@ -119,11 +119,11 @@ def toy_hardneg(tmp_path, monkeypatch):
 
     import yaml
 
-    import scripts.compare_strategies as cs
+    from experiments import collect, grids, report
 
-    monkeypatch.setattr(cs, "OUT", tmp_path / "grids")
-    monkeypatch.setattr(cs, "dataset_of", lambda grid: ("toy", []))
-    monkeypatch.setattr(cs, "headline_of", lambda grid: headline_metrics((1, 10)))
+    monkeypatch.setattr(grids, "OUT", tmp_path / "grids")
+    monkeypatch.setattr(grids, "dataset_of", lambda grid: ("toy", []))
+    monkeypatch.setattr(grids, "headline_of", lambda grid: headline_metrics((1, 10)))
     folder = tmp_path / "results"
     cases = [(run, seed, v, rank) for run, (v, ranks) in HARDNEG.items()
              for seed, rank in zip((1, 2, 3), ranks, strict=True)]
@@ -142,8 +142,8 @@ def toy_hardneg(tmp_path, monkeypatch):
         (d / "toy.json").write_text(json.dumps({"mono_map": v, "cross_map": v / 2, "multi_map": v / 4, "mono_r1": v,
                                                 "cross_r1": v / 2, "multi_r10": v / 4,
                                                 "multi_rank_distance": float(rank)}))
-    cs.collect_folder("toy-cpu", folder, "cpu", "hardneg")
-    cs.report("toy-cpu", "hardneg")
+    collect.collect_folder("toy-cpu", folder, "cpu", "hardneg")
+    report.report("toy-cpu", "hardneg")
     return tmp_path / "grids" / "toy-cpu"
 
 

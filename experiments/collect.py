@@ -1,0 +1,137 @@
+"""Collecting a grid's finished experiments into ``metrics/grids/<grid>/`` (``<grid>/<set>/`` for a run set
+other than the default): ``runs.csv`` (one row per run and seed) and ``per-query.parquet``.
+
+:func:`collect` reads them from DVC (``dvc exp show --json`` for params and metrics, the per-query scores from
+DVC's cache through the experiment's dvc.lock); :func:`collect_folder` from a results folder of
+:mod:`experiments.gpu` (a lent GPU machine has no DVC).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pipeline.io import write_csv, write_parquet
+from pipeline.metrics import metric_source
+
+from . import grids
+from .grids import DEFAULT_SET, ROOT, param_at, parse_run_name
+from .queue import dvc
+
+# per-query columns kept for the intervals (the rest can be recomputed from the embeddings): these and the
+# columns of the headline metrics (the recall cut-offs come from the grid's score.recall_at)
+KEY_COLUMNS = ["qid", "query_lang", "setting", "pool_lang"]
+TRAIN_COLUMNS = ["select_by", "best_step", "steps_run", "stopped_early", "dev_score"]
+
+
+def per_query_columns(headline) -> list[str]:
+    return KEY_COLUMNS + list(dict.fromkeys(metric_source(m)[1] for m in headline))
+
+
+def experiments() -> dict[str, dict]:
+    """Experiment name -> ``{rev, params, metrics}`` of every finished experiment DVC knows in this repository."""
+    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", capture=True).stdout)
+    found = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            rev = (exp.get("revs") or [{}])[0]
+            data = rev.get("data") or {}
+            state = (exp.get("executor") or {}).get("state", "success")  # no executor: a finished workspace run
+            if exp.get("name") and data and state == "success":
+                found[exp["name"]] = {"rev": rev.get("rev"), "params": data["params"]["params.yaml"]["data"],
+                                      "metrics": {k: v.get("data", {}) for k, v in data.get("metrics", {}).items()}}
+    return found
+
+
+def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, headline, record=()) -> dict:
+    """One row of ``runs.csv``: who the run is (and the params ``record`` names), the kept step and rule, and
+    the ``headline`` metrics."""
+    mode = params["sampling"]["mode"] if run != "untrained" else "none"
+    row = {"run": run, "seed": seed, "mode": mode, "alpha": params["sampling"]["alpha"] if mode == "hybrid" else None}
+    row.update({k: param_at(params, k) for k in record})
+    row.update({k: train.get(k) for k in TRAIN_COLUMNS})
+    row.update({k: scores.get(k) for k in headline})
+    for group in ("seen", "unseen"):
+        for k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
+            row[f"{k}_{group}"] = scores.get(f"{k}_{group}")
+    return row
+
+
+def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str,
+         run_set_name: str = DEFAULT_SET) -> Path:
+    """``runs.csv`` (rows in the set's run order, then by seed, with ``device``) and ``per-query.parquet``."""
+    out = grids.out_dir(grid, run_set_name)
+    order = list(grids.run_set(run_set_name)["runs"])
+    runs = pd.DataFrame(rows).sort_values(["run", "seed"], key=lambda c: c.map(order.index) if c.name == "run" else c)
+    runs.insert(2, "device", device)
+    write_csv(out / "runs.csv", runs)
+    pq = pd.concat(per_query, ignore_index=True)
+    for c in ("run", "qid", "query_lang", "setting", "pool_lang"):
+        pq[c] = pq[c].astype("category")
+    write_parquet(out / "per-query.parquet", pq)
+    print(f"{len(rows)} runs of {grid} ({run_set_name}) -> {out}")
+    return out
+
+
+def cached_output_file(rev: str, out: str, name: str) -> Path:
+    """The cache path of file ``name`` inside the directory output ``out`` of the commit ``rev``
+    (an experiment's commit): its dvc.lock gives the directory's ``.dir`` listing, which gives the file's md5."""
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout)
+    cache = ROOT / ".dvc" / "cache" / "files" / "md5"
+    for stage in lock["stages"].values():
+        for o in stage.get("outs", []):
+            if o["path"] == out:
+                listing = json.loads((cache / o["md5"][:2] / o["md5"][2:]).read_text())
+                md5 = next(e["md5"] for e in listing if e["relpath"] == name)
+                return cache / md5[:2] / md5[2:]
+    raise SystemExit(f"{rev}: dvc.lock has no output {out}")
+
+
+def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
+    """The grid's DVC experiments of a run set -> :func:`experiments.grids.out_dir` (runs.csv, per-query.parquet)."""
+    dataset, _ = grids.dataset_of(grid)
+    headline = grids.headline_of(grid)
+    spec = grids.run_set(run_set_name)
+    rows, per_query = [], []
+    for name, exp in sorted(experiments().items()):
+        parsed = parse_run_name(name, grid, spec["runs"])
+        if parsed is None:
+            continue
+        run, seed = parsed
+        m = exp["metrics"]
+        if f"metrics/{dataset}.json" not in m:
+            print(f"skipping {name}: no metrics/{dataset}.json (queued, running or failed)")
+            continue
+        rows.append(run_record(run, seed, exp["params"], m.get("metrics/train.json", {}),
+                               m.get(f"metrics/{dataset}.json", {}), headline, spec["record"]))
+        path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
+        per_query.append(pd.read_parquet(path)[per_query_columns(headline)].assign(run=run, seed=seed))
+    if not rows:
+        raise SystemExit(f"no experiments named {grid}-<run>-s<seed> of run set {run_set_name}; run "
+                         f"`... run --grid {grid} --runs {run_set_name}` first")
+    device = "cpu" if grid.endswith("-cpu") else "see runs"
+    return save(grid, rows, per_query, device, run_set_name)
+
+
+def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET) -> Path:
+    """Results of :mod:`experiments.gpu` (one folder per run: params.yaml, train.json, <dataset>.json,
+    per_query.parquet) -> the same files as :func:`collect`."""
+    dataset, _ = grids.dataset_of(grid)
+    headline = grids.headline_of(grid)
+    spec = grids.run_set(run_set_name)
+    rows, per_query = [], []
+    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        parsed = parse_run_name(run_dir.name, grid, spec["runs"])
+        if parsed is None:
+            continue
+        run, seed = parsed
+        rows.append(run_record(run, seed, yaml.safe_load((run_dir / "params.yaml").read_text()),
+                               json.loads((run_dir / "train.json").read_text()),
+                               json.loads((run_dir / f"{dataset}.json").read_text()), headline, spec["record"]))
+        per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[per_query_columns(headline)]
+                         .assign(run=run, seed=seed))
+    return save(grid, rows, per_query, device, run_set_name)

@@ -1,0 +1,68 @@
+"""Running a grid through DVC's experiment queue: one ``dvc exp run --queue`` per run and seed, then
+``dvc queue start`` and a wait until nothing is queued or running.
+
+Each experiment runs the same ``dvc.yaml`` with validated params (:func:`experiments.grids.params_for`) in
+DVC's temporary copy of the workspace; params.yaml is left as committed.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from . import grids
+from .grids import DEFAULT_SET, ROOT
+
+
+def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    """``python -m dvc ARGS`` in the repository, with this interpreter."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, check=check, capture_output=capture,
+                          text=True)
+
+
+def queue(grid: str, seeds: list[int], run_set_name: str = DEFAULT_SET, only=None) -> list[str]:
+    """Queue the grid's experiments of a run set (``only``: some of its runs); params.yaml is left as committed."""
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=ROOT).returncode:
+        raise SystemExit("params.yaml differs from HEAD: commit or stash it first (the grid starts from HEAD)")
+    plan = grids.planned(grid, seeds, run_set_name, only)
+    for run, seed in plan:
+        grids.params_for(grid, run, seed, run_set_name=run_set_name)  # fail on a bad override before queueing
+    names = []
+    for run, seed in plan:
+        name = grids.run_name(grid, run, seed)
+        dvc("exp", "remove", name, check=False, capture=True)
+        sets = [a for o in grids.overrides(grid, run, seed, run_set_name) for a in ("-S", o)]
+        dvc("exp", "run", "--queue", "-n", name, *sets)
+        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml"], cwd=ROOT, check=True)
+        names.append(name)
+    return names
+
+
+def wait_for_queue(poll_s: float = 20.0) -> None:
+    """Until DVC's queue holds nothing queued or running; exits naming the failed experiments, if any."""
+    while True:
+        status = dvc("queue", "status", capture=True).stdout
+        active = [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]
+        if not active:
+            print(status, flush=True)
+            failed = [line for line in status.splitlines() if "Failed" in line]
+            if failed:
+                raise SystemExit("failed experiments (see `dvc queue logs NAME`):\n" + "\n".join(failed))
+            return
+        print(f"{time.strftime('%H:%M:%S')} {len(active)} experiment(s) queued or running", flush=True)
+        time.sleep(poll_s)
+
+
+def run_queued(grid: str, names: list[str], jobs: int, run_set_name: str = DEFAULT_SET) -> None:
+    """Start DVC's queue (``jobs`` experiments at a time), wait for it, and record the wall time of the queued
+    ``names`` in ``wall.json`` of :func:`experiments.grids.out_dir`."""
+    t0 = time.perf_counter()
+    dvc("queue", "start", "-j", str(jobs))
+    wait_for_queue()
+    minutes = round((time.perf_counter() - t0) / 60, 1)
+    print(f"grid {grid}: {len(names)} experiments in {minutes} min", flush=True)
+    out = grids.out_dir(grid, run_set_name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "wall.json").write_text(json.dumps({"experiments": len(names), "parallel_experiments": jobs,
+                                               "wall_min": minutes}, indent=2) + "\n")
