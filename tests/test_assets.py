@@ -168,7 +168,7 @@ def test_a_hub_model_records_the_commit_its_revision_resolved_to(tmp_path, fake_
     import json
 
     from pipeline.assets import snapshot_commit
-    from pipeline.evaluate import resolve_model
+    from evaluation.evaluate import resolve_model
     from pipeline.stages.models import prepare
 
     source = prepare("org/model", None, tmp_path / "out")

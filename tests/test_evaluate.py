@@ -1,4 +1,4 @@
-"""python -m pipeline.evaluate: any model, one command. On the toy LAReQA set of test_stages_eval (its
+"""python -m evaluation: any model, one command. On the toy LAReQA set of test_stages_eval (its
 ``project`` fixture: a scratch project with params.yaml and the small English test model) it gives exactly
 the metrics of the index + score stages; on the MIRACL fixture it writes nDCG@10 / Recall@100, the index's
 recall against exact search and MTEB's result layout, with a FAISS index other than Flat."""
@@ -16,9 +16,11 @@ from test_stages_eval import project  # noqa: F401 - the fixture, reused
 FIXTURE = Path(__file__).parent / "fixtures" / "miracl"
 
 
-def test_help_documents_the_command():
-    out = subprocess.run([sys.executable, "-m", "pipeline.evaluate", "--help"], cwd=ROOT, capture_output=True,
+@pytest.mark.parametrize("module", ["evaluation", "evaluation.evaluate"])
+def test_help_documents_the_command(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
+    assert out.startswith("usage: python -m evaluation ")
     for option in ("--model", "--dataset", "--out", "--query-prefix", "--passage-prefix", "--pooling", "--engine",
                    "--faiss-index", "--miracl-dir", "--run-depth"):
         assert option in out
@@ -30,7 +32,7 @@ def _trec(path: Path) -> pd.DataFrame:
 
 
 def test_evaluate_equals_index_then_score(project):  # noqa: F811 - the imported fixture
-    from pipeline import evaluate
+    from evaluation import evaluate
     from pipeline.stages import index, score
 
     index.main(["--dataset", "toy", "--model", "models/trained"])
@@ -59,7 +61,7 @@ def test_evaluate_equals_index_then_score(project):  # noqa: F811 - the imported
 
 
 def test_out_inside_metrics_and_unknown_dataset_are_refused(project):  # noqa: F811
-    from pipeline import evaluate
+    from evaluation import evaluate
 
     with pytest.raises(SystemExit, match="inside the committed metrics/ folder"):
         evaluate.main(["--model", "models/trained", "--dataset", "toy", "--out", "metrics/x"])
@@ -71,7 +73,7 @@ def test_out_inside_metrics_and_unknown_dataset_are_refused(project):  # noqa: F
 
 
 def test_miracl_languages_and_index_settings_come_from_params(project):  # noqa: F811
-    from pipeline.evaluate import expand_datasets
+    from evaluation.evaluate import expand_datasets
     from pipeline.params import load_params, parse_params
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
@@ -83,7 +85,7 @@ def test_miracl_languages_and_index_settings_come_from_params(project):  # noqa:
 
 
 def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
-    from pipeline import evaluate
+    from evaluation import evaluate
 
     args = ["--model", "models/trained", "--dataset", "miracl:en", "--miracl-dir", str(FIXTURE), "--out", "eval",
             "--engine", "torch", "--batch-size", "4", "--faiss-index", "IVF2,Flat", "--search-params", "nprobe=1",
@@ -103,8 +105,8 @@ def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
     assert entry["hf_subset"] == "en" and entry["languages"] == ["eng-Latn"]
     assert entry["main_score"] == entry["ndcg_at_10"] == m["ndcg@10"] and entry["recall_at_100"] == m["recall@100"]
     # the metrics recomputed from the TREC run file with the qrels give the same numbers
-    from pipeline.ir_metrics import evaluate_run
-    from pipeline.miracl import load_miracl
+    from evaluation.ir_metrics import evaluate_run
+    from evaluation.miracl import load_miracl
 
     run = _trec(project / "eval/miracl-en/run.trec")
     hits = {q: list(zip(g.docid, g.score, strict=True)) for q, g in run.groupby("qid")}
@@ -124,7 +126,8 @@ def test_miracl_end_to_end_with_an_ivf_index(project, capsys):  # noqa: F811
 def test_hub_id_offline_stops_with_one_line(project, monkeypatch, capsys):  # noqa: F811
     """A hub id goes through pipeline.assets.hub_snapshot (safetensors only); the hub is unreachable here, so
     only its refusal is tested: one line naming the model, exit 1, nothing written."""
-    from pipeline import console, evaluate
+    from evaluation import evaluate
+    from pipeline import console
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)

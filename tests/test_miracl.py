@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.ir_metrics import evaluate_run, ndcg_at_k, trec_order, trec_recall_at_k
+from evaluation.miracl import fetch_miracl, load_miracl
+from evaluation.shards import encode_in_shards, load_shards, sample_rows
 from pipeline.encoder import normalise
 from pipeline.errors import DataError
-from pipeline.ir_metrics import evaluate_run, ndcg_at_k, recall_at_k, trec_order
-from pipeline.miracl import fetch_miracl, load_miracl
 from pipeline.retrieval import build_factory_index, exact_search_blocks, index_bytes, recall_vs_exact, search
-from pipeline.shards import encode_in_shards, load_shards, sample_rows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "miracl"
 
@@ -34,9 +34,11 @@ def test_ndcg_graded_by_hand():
 
 def test_recall_by_hand():
     rels = {"a": 0, "b": 2, "c": 1, "d": 1}
-    assert recall_at_k(["a", "b", "c"], rels, 2) == pytest.approx(1 / 3)
-    assert recall_at_k(["a", "b", "c"], rels, 100) == pytest.approx(2 / 3)
-    assert math.isnan(recall_at_k(["a"], {"a": 0}, 100))
+    assert trec_recall_at_k(["a", "b", "c"], rels, 2) == pytest.approx(1 / 3)
+    assert trec_recall_at_k(["a", "b", "c"], rels, 100) == pytest.approx(2 / 3)
+    assert trec_recall_at_k(["b", "b", "c"], rels, 2) == pytest.approx(1 / 3)  # a docid listed twice counts once
+    assert trec_recall_at_k([], rels, 100) == 0.0
+    assert math.isnan(trec_recall_at_k(["a"], {"a": 0}, 100))
 
 
 def test_trec_eval_order_and_run_summary():
@@ -191,7 +193,7 @@ def test_sharded_encoding_refuses_other_settings_or_corpus(tmp_path):
 
 
 def test_params_know_the_miracl_languages():
-    from pipeline.miracl import MTEB_LANGUAGES
+    from evaluation.miracl import MTEB_LANGUAGES
     from pipeline.params import MIRACL_LANGUAGES
 
     assert MIRACL_LANGUAGES == tuple(sorted(MTEB_LANGUAGES))
@@ -208,7 +210,7 @@ def test_a_docid_repeated_in_the_corpus_is_refused_with_both_places(tmp_path):
 
 def test_a_metric_outside_zero_to_one_is_a_bug_named_by_the_metric():
     """A run that ranks a document twice scores nDCG@10 1.24 on this query; such a value is never written."""
-    from pipeline.ir_metrics import MetricRangeError, check_unit_range
+    from evaluation.ir_metrics import MetricRangeError, check_unit_range
 
     run = {"q1": [("d1", 0.9), ("d1", 0.8)]}
     with pytest.raises(MetricRangeError, match=r"query q1: ndcg@10 = 1\.23\d* lies outside \[0, 1\]"):
@@ -219,8 +221,8 @@ def test_a_metric_outside_zero_to_one_is_a_bug_named_by_the_metric():
 
 
 def test_evaluate_checks_every_rate_metric_of_a_summary_before_writing():
-    from pipeline.evaluate import check_summary
-    from pipeline.ir_metrics import MetricRangeError
+    from evaluation.evaluate import check_summary
+    from evaluation.ir_metrics import MetricRangeError
 
     ok = {"ndcg@10": 0.5, "recall@100": 1.0, "index_recall@100_vs_exact": 0.9, "queries": 30, "passages": 600,
           "mono_map": 0.4, "multi_r10_seen": 1.0, "multi_rank_distance": 3.2, "index_bytes": 12345}

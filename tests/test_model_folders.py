@@ -63,7 +63,7 @@ def _training(folder, tmp_path):
 
 
 def _evaluate(folder, tmp_path):
-    from pipeline.evaluate import resolve_model
+    from evaluation.evaluate import resolve_model
 
     return resolve_model(str(folder))
 

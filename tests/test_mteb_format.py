@@ -1,4 +1,4 @@
-"""LAReQA results of the score stage in MTEB's result layout, the layout pipeline.evaluate writes for MIRACL."""
+"""LAReQA results of the score stage in MTEB's result layout, the layout python -m evaluation writes for MIRACL."""
 import json
 from pathlib import Path
 

@@ -15,7 +15,7 @@ SCRIPTS = PYPROJECT["project"].get("scripts", {})
 
 def test_the_user_commands_are_console_entry_points():
     targets = set(SCRIPTS.values())
-    assert {"pipeline.evaluate:main", "scripts.compare_strategies:main", "scripts.readme_tables:main",
+    assert {"evaluation.evaluate:main", "scripts.compare_strategies:main", "scripts.readme_tables:main",
             "scripts.plots:main", "scripts.verify:main"} <= targets
 
 

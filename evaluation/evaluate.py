@@ -1,26 +1,29 @@
 """Evaluate any encoder in one command, without params edits and without touching metrics/.
 
-    python -m pipeline.evaluate --model PATH_OR_HUB_ID --dataset xquad-r [--dataset mlqa-r] --out DIR
-    python -m pipeline.evaluate --model PATH --miracl-dir DIR --dataset miracl:en --faiss-index IVF4096,PQ32 --out DIR
+    python -m evaluation --model PATH_OR_HUB_ID --dataset xquad-r [--dataset mlqa-r] --out DIR
+    python -m evaluation --model PATH --miracl-dir DIR --dataset miracl:en --faiss-index IVF4096,PQ32 --out DIR
 
-LAReQA sets (the keys of params.yaml ``datasets:``) are read as the ``index`` stage reads them (mirror
-first, sha256-pinned URL second) and scored with :func:`pipeline.metrics.score` with params.yaml's
-``score`` settings, so a model evaluated here gets exactly the numbers the ``index`` + ``score`` stages
-give it (tests/test_evaluate.py). ``miracl:<lang>`` is MIRACL's dev split (:mod:`pipeline.miracl`;
+(``python -m evaluation.evaluate`` is the same command.) LAReQA sets (the keys of params.yaml ``datasets:``)
+go through the library functions of the ``index`` and ``score`` stages: read as ``index`` reads them (mirror
+first, sha256-pinned URL second), encoded by :class:`pipeline.encoder.Encoder`, indexed and searched with
+:mod:`pipeline.retrieval` (params.yaml's ``index.faiss_index``) and scored with :func:`pipeline.metrics.score`
+(the scorer of :func:`pipeline.metrics.score_embeddings`) with params.yaml's ``score`` settings and
+:func:`pipeline.metrics.unseen_languages`, so a model evaluated here gets exactly the numbers the ``index`` +
+``score`` stages give it (tests/test_evaluate.py). ``miracl:<lang>`` is MIRACL's dev split (:mod:`evaluation.miracl`;
 online-only unless ``--miracl-dir`` names a local copy), encoded in resumable shards, searched with any
 FAISS index factory string and scored from the top-k run with nDCG@10 and Recall@100.
 
 Output, per dataset under ``--out``: ``<dataset>/metrics.json``, ``<dataset>/per_query.parquet``,
 ``<dataset>/run.trec`` (``qid Q0 docid rank score tag``; top ``--run-depth`` of the multilingual pool)
 and, for LAReQA, ``<dataset>/languages.csv``; for MIRACL ``<dataset>/mteb.json`` (MTEB's result layout).
-``info.json``: the model, prefixes, pooling, engine, git revision, datasets and their sha256 pins.
+``info.json``: the model, prefixes, pooling, engine, git revision (:func:`pipeline.st_format.git_revision`),
+datasets and their sha256 pins.
 Encoder settings not given on the command line default to params.yaml's ``models`` / ``index``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_dir, atomic_path, write_csv, write_json
-from .metrics import check_summary  # noqa: F401  (used below and by callers)
+from pipeline.io import atomic_dir, atomic_path, write_csv, write_json
+from pipeline.metrics import check_summary  # noqa: F401  (used below and by callers)
+
 from .miracl import MTEB_LANGUAGES
 
 MTEB_TASK = "MIRACLRetrieval"
@@ -38,7 +42,7 @@ MTEB_TASK = "MIRACLRetrieval"
 def resolve_model(model: str, revision: str | None = None) -> tuple[Path, dict]:
     """A local Hugging Face folder for ``model``: the folder itself, or a hub snapshot (safetensors only;
     the encoder loads it with transformers' default ``trust_remote_code=False``)."""
-    from .assets import hub_snapshot, require_safetensors, snapshot_commit
+    from pipeline.assets import hub_snapshot, require_safetensors, snapshot_commit
 
     local = Path(model).expanduser()
     if local.is_dir():
@@ -48,17 +52,6 @@ def resolve_model(model: str, revision: str | None = None) -> tuple[Path, dict]:
     snap = require_safetensors(hub_snapshot(model, revision))
     return snap, {"model": model, "revision": revision or "main", "commit": snapshot_commit(snap),
                   "via": "huggingface hub", "snapshot": str(snap)}
-
-
-def git_revision() -> str | None:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def trec_lines(qids, docids: np.ndarray, rows: np.ndarray, scores: np.ndarray, tag: str) -> list[str]:
@@ -89,10 +82,11 @@ def _check_ids(ids, what: str) -> None:
 
 def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefix: str, out: Path,
                     run_depth: int = 100, languages: list[str] | None = None, tag: str = "run") -> dict:
-    """Encode, score and write one LAReQA set (``params.datasets[name]``); returns its summary."""
-    from .lareqa import dataset_files, load_lareqa
-    from .metrics import score, unseen_languages
-    from .retrieval import build_index, search
+    """Encode, score and write one LAReQA set (``params.datasets[name]``) with the library functions of the
+    ``index`` and ``score`` stages; returns its summary."""
+    from pipeline.lareqa import dataset_files, load_lareqa
+    from pipeline.metrics import score, unseen_languages
+    from pipeline.retrieval import build_index, search
 
     spec = params.datasets[name]
     if languages:
@@ -107,7 +101,7 @@ def evaluate_lareqa(name: str, params, encoder, query_prefix: str, passage_prefi
     unseen = unseen_languages(params.datasets[name].languages, params.languages, sp.unseen_languages)
     summary, langs, _, per_query = score(ds.queries[["qid", "id", "lang", "text", "gold"]],
                                          ds.pool[["cand_id", "lang"]], q, c, sp.map_cutoff, sp.recall_at, unseen)
-    scores, rows = search(build_index(c), q, run_depth)
+    scores, rows = search(build_index(c, params.index.faiss_index), q, run_depth)
     _check_ids(ds.queries["qid"], f"{name}: query id")
     run = trec_lines(ds.queries["qid"], ds.pool["cand_id"].to_numpy(), rows, scores, tag)
     langs["seen"] = ~langs["lang"].isin(unseen)
@@ -132,9 +126,10 @@ def evaluate_miracl(ds, encoder, query_prefix: str, passage_prefix: str, out: Pa
     ``work`` for reruns. metrics.json also reports the index's recall@``run_depth`` against exact search on
     up to ``recall_sample`` queries and its size in bytes.
     """
+    from pipeline.retrieval import (build_factory_index, exact_search_blocks, index_bytes, recall_vs_exact, search,
+                                    set_search_params)
+
     from .ir_metrics import evaluate_run
-    from .retrieval import (build_factory_index, exact_search_blocks, index_bytes, recall_vs_exact, search,
-                            set_search_params)
     from .shards import encode_in_shards, load_shards, sample_rows
 
     t0 = time.perf_counter()
@@ -163,7 +158,7 @@ def evaluate_miracl(ds, encoder, query_prefix: str, passage_prefix: str, out: Pa
     })
     mteb = {
         "dataset_revision": ds.source.get("topics_revision", "local"), "task_name": MTEB_TASK,
-        "mteb_version": "n/a: written by pipeline.evaluate in MTEB's result layout",
+        "mteb_version": "n/a: written by evaluation.evaluate in MTEB's result layout",
         "scores": {ds.split: [{"hf_subset": ds.lang, "languages": [MTEB_LANGUAGES.get(ds.lang, ds.lang)],
                                "ndcg_at_10": summary["ndcg@10"], "recall_at_100": summary["recall@100"],
                                "main_score": summary["ndcg@10"]}]},
@@ -178,18 +173,10 @@ def evaluate_miracl(ds, encoder, query_prefix: str, passage_prefix: str, out: Pa
     return summary
 
 
-def model_fingerprint(model_dir: Path) -> dict:
-    """What the corpus vectors depend on, from the model folder: its config and weights' size and time."""
-    cfg = model_dir / "config.json"
-    weights = sorted(model_dir.glob("*.safetensors"))
-    return {"model_dir": str(model_dir.resolve()), "config": cfg.read_text() if cfg.exists() else None,
-            "weights": [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]}
-
-
 # ---------------------------------------------------------------- CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Encoder settings left out default to params.yaml's models/index sections.")
     ap.add_argument("--model", required=True, help="a Hugging Face folder or a hub id (safetensors only)")
@@ -231,7 +218,7 @@ def main(argv=None) -> None:
 def expand_datasets(names: list[str], params) -> list[str]:
     """``--dataset`` values in order: ``miracl`` becomes ``miracl:<lang>`` for each of params.yaml's
     ``miracl.languages``; an unknown name or MIRACL language is an error naming the valid ones."""
-    from .params import MIRACL_LANGUAGES
+    from pipeline.params import MIRACL_LANGUAGES
 
     out = []
     for name in names:
@@ -251,9 +238,10 @@ def expand_datasets(names: list[str], params) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     """Every dataset of ``args`` (see :func:`build_parser`), then ``info.json``."""
-    from .assets import unpinned_assets
-    from .encoder import Encoder
-    from .params import load_params
+    from pipeline.assets import unpinned_assets
+    from pipeline.encoder import Encoder, model_fingerprint
+    from pipeline.params import load_params
+    from pipeline.st_format import git_revision
 
     params = load_params()
     m, p = params.models, params.index
@@ -280,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
     keys = ("engine", "pooling", "max_length", "batch_size", "threads", "compute_type", "device")
     encoder = Encoder.from_params(model_dir, m, p, max_tokens=settings["max_tokens"] or None,
                                   **{k: settings[k] for k in keys})
-    results, datasets = {}, {}
+    results, datasets, fingerprint = {}, {}, None
     for name in args.dataset:
         t0 = time.perf_counter()
         if name.startswith("miracl:"):
@@ -290,7 +278,9 @@ def run(args: argparse.Namespace) -> None:
             ds = (load_miracl(args.miracl_dir, lang, args.miracl_split, args.miracl_corpus_dir) if args.miracl_dir
                   else fetch_miracl(lang, args.miracl_split))
             folder = name.replace(":", "-")
-            manifest = {**model_fingerprint(model_dir), **{k: settings[k] for k in
+            # what the corpus vectors depend on: the model folder's content (sha256 of every file), then the settings
+            fingerprint = fingerprint or model_fingerprint(model_dir, settings["compute_type"])
+            manifest = {**fingerprint, **{k: settings[k] for k in
                         ("passage_prefix", "pooling", "engine", "compute_type", "max_length")},
                         "corpus": [f.name for f in ds.corpus]}
             results[name] = evaluate_miracl(
@@ -313,6 +303,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    from . import console
+    from pipeline import console
 
     console.run(main, "evaluate")  # bad or unreachable inputs: one line, no traceback (--verbose for it)

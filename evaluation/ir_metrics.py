@@ -3,8 +3,9 @@
 * ``ndcg_at_k`` (trec_eval ``ndcg_cut.k``): gain = the qrel's relevance (graded, linear), discount
   ``log2(rank + 1)`` (rank 1 undiscounted); the ideal DCG sorts *all* judged relevant documents of the
   query by relevance, whether retrieved or not.
-* ``recall_at_k`` (trec_eval ``recall.k``): relevant documents (relevance > 0) in the top ``k`` over all
-  relevant documents of the query.
+* ``trec_recall_at_k`` (trec_eval ``recall.k``): relevant documents (relevance > 0) in the top ``k`` over all
+  relevant documents of the query: :func:`pipeline.metrics.recall_at_k` (LAReQA's R@k) of their ranks in the
+  run, a relevant document the run lacks having none.
 
 The run is ordered as trec_eval orders it: by score, highest first, ties by docid in descending string
 order (the rank column of a run file is ignored). A query without any relevant document in the qrels
@@ -20,7 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from .metrics import MetricRangeError, check_unit_range  # noqa: F401  (part of this module's interface)
+from pipeline.metrics import MetricRangeError, check_unit_range  # noqa: F401  (part of this module's interface)
+from pipeline.metrics import recall_at_k
 
 
 def trec_order(hits: Sequence[tuple[str, float]]) -> list[str]:
@@ -36,12 +38,13 @@ def ndcg_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 10) -> fl
     return dcg / idcg if idcg > 0 else float("nan")
 
 
-def recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 100) -> float:
-    """Relevant documents in the top ``k`` over all relevant documents of the query."""
-    relevant = {d for d, r in rels.items() if r > 0}
-    if not relevant:
-        return float("nan")
-    return len(relevant.intersection(ranked[:k])) / len(relevant)
+def trec_recall_at_k(ranked: Sequence[str], rels: Mapping[str, int], k: int = 100) -> float:
+    """Relevant documents in the top ``k`` of ``ranked`` (docids, best first) over all relevant documents of
+    the query (``rels``: docid -> relevance, 0 = judged not relevant); NaN when the query has none."""
+    rank: dict[str, float] = {}
+    for i, d in enumerate(ranked, 1):
+        rank.setdefault(d, i)  # a docid listed twice counts at its first place
+    return recall_at_k([rank.get(d, math.inf) for d, r in rels.items() if r > 0], k)
 
 
 def evaluate_run(run: Mapping[str, Sequence[tuple[str, float]]], qrels: Mapping[str, Mapping[str, int]],
@@ -62,7 +65,7 @@ def evaluate_run(run: Mapping[str, Sequence[tuple[str, float]]], qrels: Mapping[
             missing += 1
         ranked = trec_order(run.get(qid, ()))
         values = {f"ndcg@{ndcg_k}": ndcg_at_k(ranked, rels, ndcg_k),
-                  f"recall@{recall_k}": recall_at_k(ranked, rels, recall_k)}
+                  f"recall@{recall_k}": trec_recall_at_k(ranked, rels, recall_k)}
         check_unit_range(values, f"query {qid}")
         rows.append({"qid": qid, **values, "relevant": n_rel, "retrieved": len(ranked)})
     n = len(rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path, write_json
+from pipeline.io import atomic_path, write_json
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
-from .errors import DataError, decode_text, field
-from .normalize import is_blank
+from pipeline.errors import DataError, decode_text, field
+from pipeline.normalize import is_blank
 
 HUB_TOPICS = "miracl/miracl"
 HUB_CORPUS = "miracl/miracl-corpus"
