@@ -82,12 +82,12 @@ def pin(mode: str, environ=None, modules=None) -> dict[str, str]:
 def mode_from_params(path: str | Path | None = None) -> str:
     """``reproducibility`` of params.yaml, read without the schema (it must run before torch loads;
     :mod:`pipeline.params` validates the same key with everything else). Missing file or key: portable."""
-    import yaml
+    from .yaml_io import YamlError, load_mapping
 
     path = Path(path or os.environ.get("PIPELINE_PARAMS", "params.yaml"))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = load_mapping(path) if path.exists() else {}
+    except YamlError:
         return "portable"  # the params loader reports the file's problem with its line and column
     mode = data.get("reproducibility", "portable") if isinstance(data, dict) else "portable"
     return mode if mode in MODES else "portable"  # an invalid value: the params loader stops the stage

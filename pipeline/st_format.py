@@ -303,12 +303,12 @@ def results_from_metrics(metrics_dir: str | Path, datasets=None) -> dict[str, di
 
 def source_licences(params_path: str | Path) -> dict[str, str]:
     """training source -> licence text, from ``gather.sources`` of a params.yaml (empty when absent)."""
-    import yaml
+    from .yaml_io import load_mapping
 
     path = Path(params_path)
     if not path.exists():
         return {}
-    sources = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("gather") or {}).get("sources") or []
+    sources = (load_mapping(path).get("gather") or {}).get("sources") or []
     return {s["name"]: s["licence"] for s in sources if s.get("name") and s.get("licence")}
 
 
