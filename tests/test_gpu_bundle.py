@@ -2,7 +2,7 @@
 
 The real target is a lent GPU machine (no DVC there); here the same code path runs one experiment on
 the CPU with the toy data of test_queue.py and the small MiniLM encoder, and its results folder
-holds what ``compare_strategies collect --from`` reads.
+holds what ``python -m experiments collect --from`` reads.
 """
 import json
 import shutil
@@ -22,8 +22,8 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
     import pipeline.params
     from pipeline.stages import filter as filter_stage
     from pipeline.stages import gather, split, translate
-    from scripts import gpu_bundle
-    from scripts.gpu_bundle import mine, run_one
+    from experiments import gpu
+    from experiments.gpu import mine, run_one
 
     write_lareqa(tmp_path / "mirror" / "toy-train", "train")
     write_lareqa(tmp_path / "mirror" / "toy-eval", "eval")
@@ -55,7 +55,7 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
     split.main(["--pairs", str(d / "filtered" / "pairs.parquet"), "--out", str(gdir / "split")])
     # prepare's mining: by the mine stage, here, only for runs with hard negatives
     with monkeypatch.context() as m:
-        m.setattr(gpu_bundle, "ROOT", project)
+        m.setattr(gpu, "ROOT", project)
         m.setenv("PYTHONPATH", str(ROOT))
         mine({name: {**params, "seed": 3}}, gdir / "split", gdir / "mined")
     assert (gdir / "mined" / "negatives.parquet").exists() == hard_negatives
@@ -82,7 +82,7 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, ha
 def test_bundle_mining_refuses_runs_that_mine_differently_and_skips_runs_without_negatives(tmp_path):
     """One mining serves a grid's hard-negative runs only if they agree on every param the mine stage reads;
     runs without hard negatives need none (nothing is written, no stage is started)."""
-    from scripts.gpu_bundle import mine
+    from experiments.gpu import mine
 
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     on = {**base, "train": {**base["train"], "hard_negatives": True}}
@@ -102,7 +102,7 @@ def test_prepare_removes_only_a_folder_it_made(tmp_path, monkeypatch):
     """``--bundle`` is rewritten from scratch, so prepare removes the folder first: only one it made itself
     (its marker file inside) or an empty one; any other folder is left untouched and named in the error."""
     import pipeline.params
-    from scripts.gpu_bundle import MARKER, prepare
+    from experiments.gpu import MARKER, prepare
 
     class Stop(Exception):
         pass
@@ -114,12 +114,12 @@ def test_prepare_removes_only_a_folder_it_made(tmp_path, monkeypatch):
     other = tmp_path / "project-data"
     (other / "sub").mkdir(parents=True)
     (other / "sub" / "keep.txt").write_text("precious")
-    with pytest.raises(SystemExit, match=rf"^{other}: not a bundle made by gpu_bundle prepare \(no {MARKER} "):
+    with pytest.raises(SystemExit, match=rf"^{other}: not a bundle made by experiments\.gpu prepare \(no {MARKER} "):
         prepare(["g"], [13], other, {}, wheels=False)
     assert (other / "sub" / "keep.txt").read_text() == "precious"
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    with pytest.raises(SystemExit, match="not a bundle made by gpu_bundle prepare"):
+    with pytest.raises(SystemExit, match="not a bundle made by experiments.gpu prepare"):
         prepare(["g"], [13], a_file, {}, wheels=False)
     assert a_file.read_text() == "x"
     for bundle in (tmp_path / "old-bundle", tmp_path / "empty", tmp_path / "new"):
@@ -132,3 +132,26 @@ def test_prepare_removes_only_a_folder_it_made(tmp_path, monkeypatch):
         with pytest.raises(Stop):
             prepare(["g"], [13], bundle, {}, wheels=False)
         assert sorted(p.name for p in bundle.iterdir()) == [MARKER]  # made afresh, and marked as its own
+
+
+def test_the_stage_chain_and_its_command_lines_are_dvc_yamls():
+    """fold-data runs the stages split needs, a bundle's run those after mine, each with dvc.yaml's command
+    line, once per item of a foreach stage, its paths moved out of the workspace; an output that would still be
+    written into the workspace, or a moved path that dvc.yaml no longer names, is refused before anything runs."""
+    from experiments.gpu import commands, downstream, stages, upstream
+
+    assert [s.name for s in upstream("split")] == ["gather", "translate", "filter", "split"]
+    assert [s.name for s in downstream("mine")] == ["assemble", "train", "index", "score"]
+    score = stages()["score"]
+    params = {"index": {"datasets": ["a", "b"]}}
+    paths = {"data/embeddings/a": "/w/emb-a", "data/embeddings/b": "/w/emb-b", "data/scores/a": "/w/scores-a",
+             "data/scores/b": "/w/scores-b", "metrics": "/w/metrics"}
+    assert [args for _, args in commands([score], paths, params)] == [
+        ["--dataset", d, "--embeddings", f"/w/emb-{d}", "--scores", f"/w/scores-{d}", "--metrics", "/w/metrics"]
+        for d in ("a", "b")]
+    only_b = {k: v for k, v in paths.items() if not k.endswith("/a")}
+    assert [args[1] for _, args in commands([score], only_b, params, each={"index.datasets": ["b"]})] == ["b"]
+    with pytest.raises(SystemExit, match="stage score would write metrics/a-languages.csv into the workspace"):
+        commands([score], {k: v for k, v in paths.items() if k != "metrics"}, params)
+    with pytest.raises(SystemExit, match=r"name no path \['data/old'\]"):
+        commands([score], {**paths, "data/old": "/x"}, params)
