@@ -1,9 +1,9 @@
 """Plots of the workspace or of any set of DVC experiments, as PNG files, offline (matplotlib).
 
-    python -m scripts.plots --out tmp/plots                                   # the workspace
-    python -m scripts.plots --exp mlqa2xquad-cpu-xx-s13 mlqa2xquad-cpu-xy-s13 mlqa2xquad-cpu-hybrid-s13 \\
-        --out tmp/compare                                                     # experiments side by side
-    python -m scripts.plots --exp workspace HEAD my-exp --out tmp/compare    # names, git revisions, the workspace
+    python -m experiments.plots --out tmp/plots                                 # the workspace
+    python -m experiments.plots --exp mlqa2xquad-cpu-xx-s13 mlqa2xquad-cpu-xy-s13 mlqa2xquad-cpu-hybrid-s13 \\
+        --out tmp/compare                                                       # experiments side by side
+    python -m experiments.plots --exp workspace HEAD my-exp --out tmp/compare  # names, git revisions, the workspace
 
 DVC's own HTML plots load their scripts from a CDN; these need nothing online. Each source is an
 experiment name (``dvc exp show``), a git revision, or ``workspace``; its files are read with
@@ -17,7 +17,8 @@ experiment name (``dvc exp show``), a git revision, or ``workspace``; its files 
   ``metrics/train.json``).
 
 Titles and legends carry the source names. The committed PNGs under ``plots/`` are the workspace of
-the offline default (``python -m scripts.plots --out plots``).
+the offline default (``python -m experiments.plots --out plots``; ``python -m scripts.plots`` is the same
+command).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/plots.py: experiments resolved by name through DVC's git refs, files read at their commits."""
+"""experiments/plots.py: experiments resolved by name through DVC's git refs, files read at their commits."""
 import subprocess
 
 import pytest
@@ -8,7 +8,7 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from scripts.plots import ema, kept_step, language_figure, read, render, resolve, training_figure
+from experiments.plots import ema, kept_step, language_figure, read, render, resolve, training_figure
 
 LANGS = "lang,mono_map,cross_map,multi_map,seen\nde,{v},0.5,0.4,True\nth,0.7,0.4,0.3,False\n"
 
