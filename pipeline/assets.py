@@ -8,7 +8,7 @@ known checksum is verified before it is used; a mismatch or a missing asset rais
 :class:`AssetError` naming the asset, the places tried and the expected checksum. A file without a
 pinned checksum (a toy or new mirror copy) is used, but never silently: its sha256 is computed, logged
 as a warning line and kept in :func:`unpinned_assets`, which the stages that write metadata
-(``gather``'s statistics, ``pipeline.evaluate``'s ``info.json``) record beside their outputs.
+(``gather``'s statistics, ``evaluation.evaluate``'s ``info.json``) record beside their outputs.
 
 Hugging Face hub models go through :func:`hub_snapshot`, which refuses ``trust_remote_code`` and
 fetches only safetensors weights; :func:`snapshot_commit` gives the commit a moving revision
@@ -132,7 +132,7 @@ def require_safetensors(folder: str | Path) -> Path:
     """``folder`` if it holds safetensors weights; else one line naming it and the pickle files it has.
 
     Every path that loads model weights (the encoder's torch and CTranslate2 engines, training, the
-    models stage, ``pipeline.evaluate``, the NLLB conversion) calls this first, for hub snapshots and
+    models stage, ``evaluation.evaluate``, the NLLB conversion) calls this first, for hub snapshots and
     local folders alike, and loads with ``use_safetensors=True``."""
     folder = Path(folder)
     if not list(folder.glob("*.safetensors")):

@@ -85,7 +85,7 @@ class Encoder:
         """The encoder the ``index:`` section of params.yaml describes (``models.pooling``; engine,
         compute type, batch size, token budget, threads, device, max length from ``index``), with
         ``overrides`` (same names as :meth:`__init__`) taking precedence: the index stage, the mine
-        stage and ``pipeline.evaluate`` build theirs here."""
+        stage and ``evaluation.evaluate`` build theirs here."""
         settings = dict(engine=lambda: index.engine, pooling=lambda: models.pooling,
                         max_length=lambda: index.max_length, batch_size=lambda: index.batch_size,
                         max_tokens=lambda: index.max_tokens or None, threads=lambda: index.threads,

@@ -1,6 +1,6 @@
 """LAReQA results (the score stage's ``metrics/<dataset>.json``) in MTEB's result layout.
 
-:func:`lareqa_mteb` is pure: the same dict that ``pipeline.evaluate`` writes as ``mteb.json`` for MIRACL
+:func:`lareqa_mteb` is pure: the same dict that ``evaluation.evaluate`` writes as ``mteb.json`` for MIRACL
 (``dataset_revision``, ``task_name``, ``mteb_version``, ``scores``, ``evaluation_time``,
 ``kg_co2_emissions``), with one ``scores`` entry per LAReQA setting (``hf_subset`` ``mono``, ``cross``,
 ``multi``): ``map`` (the main score), ``recall_at_<k>``, ``rank_distance``, each also ``_seen`` /

@@ -367,13 +367,13 @@ class ScoreParams(Section):
     unseen_languages: list[Lang] = Field(default_factory=list, description="zero-shot languages, for grouping")
 
 
-# the languages of MIRACL 1.0 (pipeline.miracl.MTEB_LANGUAGES has their MTEB codes)
+# the languages of MIRACL 1.0 (evaluation.miracl.MTEB_LANGUAGES has their MTEB codes)
 MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru", "sw", "te", "th",
                     "yo", "zh")
 
 
 class MiraclParams(Section):
-    """MIRACL (online only): what ``python -m pipeline.evaluate --dataset miracl`` evaluates, and how it indexes."""
+    """MIRACL (online only): what ``python -m evaluation --dataset miracl`` evaluates, and how it indexes."""
 
     languages: list[Literal[MIRACL_LANGUAGES]] = Field(
         default_factory=lambda: ["de", "en"], min_length=1, description="MIRACL languages `--dataset miracl` takes")
