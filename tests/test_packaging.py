@@ -2,6 +2,8 @@
 import importlib
 import inspect
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -15,8 +17,22 @@ SCRIPTS = PYPROJECT["project"].get("scripts", {})
 
 def test_the_user_commands_are_console_entry_points():
     targets = set(SCRIPTS.values())
-    assert {"evaluation.evaluate:main", "scripts.compare_strategies:main", "scripts.readme_tables:main",
-            "scripts.plots:main", "scripts.verify:main"} <= targets
+    assert {"evaluation.evaluate:main", "experiments.cli:main", "scripts.readme_tables:main",
+            "experiments.plots:main", "scripts.verify:main"} <= targets
+
+
+def test_the_grids_file_is_package_data_of_the_package_that_reads_it():
+    from experiments import grids
+
+    assert "grids.yaml" in PYPROJECT["tool"]["setuptools"]["package-data"]["experiments"]
+    assert grids.GRIDS == ROOT / "experiments" / "grids.yaml" and grids.GRIDS.is_file()
+
+
+@pytest.mark.parametrize("module", ["experiments", "scripts.compare_strategies", "experiments.gpu",
+                                    "scripts.gpu_bundle", "experiments.plots", "scripts.plots"])
+def test_the_experiment_commands_run_under_their_new_and_former_names(module):
+    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: "), out.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
