@@ -1,20 +1,25 @@
-"""The README's result tables, generated from the files under ``metrics/grids/`` (never typed by hand).
+"""The generated tables of README.md and docs/*.md, from the files under ``metrics/`` (never typed by hand).
 
-    python -m scripts.readme_tables           # rewrite every generated block of README.md
-    python -m scripts.readme_tables --check   # exit 1 if a block differs from what the files give
+    python -m scripts.readme_tables           # rewrite every generated block of README.md and docs/*.md
+    python -m scripts.readme_tables --check   # exit 1 if a block of any of them differs from what the files give
+    python -m scripts.readme_tables FILE ...  # just these files (with or without --check)
 
-A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table -->`` in README.md.
+A generated block sits between ``<!-- table GRID KIND -->`` and ``<!-- /table -->``, in any of those files.
 ``KIND`` is ``runs`` (every experiment: seed, rule, kept step, headline metrics), ``summary`` (mean
 +- sd over seeds), ``groups`` (seen and unseen languages), ``intervals`` (seed-and-question bootstrap
 of the differences) or ``verdicts`` (one line per claim of the paper); a run set other than the strategies
 is ``GRID/SET`` (``metrics/grids/<grid>/<set>/``), e.g. ``<!-- table mlqa2xquad-cpu/hardneg summary -->``,
 and has ``findings`` (rank distance and mono mAP differences with their reading) where the strategies have
 verdicts; ``<!-- table all overview -->`` puts every grid's
-verdicts side by side; ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
+verdicts side by side; ``<!-- table xquad-r default -->`` is the default run (``metrics/xquad-r.json``,
+``metrics/train.json``); ``<!-- table repro profile -->`` is the per-stage time and memory of a measured
 ``dvc repro`` (``metrics/repro-profile.json``, written by ``python -m scripts.profile_repro``);
-``<!-- table training speed -->`` and ``<!-- table encoding speed -->`` are the benchmarks' JSON files,
-``<!-- table isa paths -->`` the kernel-path benchmark's (``metrics/isa_paths.json``).
-tests/test_readme.py runs the check, so a README number that disagrees with its file fails the tests.
+``<!-- table training speed -->``, ``<!-- table encoding speed -->`` and ``<!-- table translation speed -->``
+are the benchmarks' JSON files, ``<!-- table isa paths -->`` the kernel-path benchmark's
+(``metrics/isa_paths.json``); ``<!-- table training data -->`` is the gathered and filtered pairs per
+language (``metrics/gather.json``, ``metrics/data.json``).
+tests/test_readme.py runs the check, so a number in the README or the docs that disagrees with its file
+fails the tests.
 """
 from __future__ import annotations
 
@@ -209,10 +214,15 @@ def default_table(metrics: Path, dataset: str) -> str:
 
 def speed_table(path: Path) -> str:
     """A benchmark's configurations side by side: ``metrics/training_speed.json`` (s/step, pairs/s, peak
-    RSS) or ``metrics/encoding_speed.json`` (texts/s, agreement with torch fp32)."""
+    RSS), ``metrics/encoding_speed.json`` (texts/s, agreement with torch fp32) or
+    ``metrics/translation_speed.json`` (sentences/s, agreement with Hugging Face generate)."""
     import json
 
     b = json.loads(path.read_text())
+    if "results" in b:  # translation: CTranslate2 against Hugging Face generate
+        rows = [[f"`{r['engine']}`", r["decoding"], f"{r['sentences_per_s']:.1f}", f"{r['speedup_vs_hf']:.2f}x",
+                 f"{100 * r['same_output_as_hf']:.1f}%"] for r in b["results"].values()]
+        return _table(["engine", "decoding", "sentences/s", "vs HF generate", "same output as HF generate"], rows)
     if "configs" in b:  # training
         rows = [[f"`{name}`", ", ".join(f"{k} {v}" for k, v in c["settings"].items()), f"{c['s_per_step']:.2f}",
                  f"{c['pairs_per_s']:.1f}", f"{c['speedup_vs_baseline']:.2f}x", f"{c['peak_rss_gb']:.2f}"]
@@ -272,6 +282,37 @@ def paths_table(path: Path) -> str:
     return "\n\n".join(tables)
 
 
+READABLE = {"empty": "empty", "copy": "copy", "length_ratio": "length ratio", "langid": "language ID",
+            "roundtrip": "round trip"}
+
+
+def data_table(metrics: Path) -> str:
+    """The training pairs per language (``metrics/gather.json``, ``metrics/data.json``): gathered, removed by
+    the leakage guard, kept by the filters, the rejections by reason (question and passage together, most
+    first) and the mean round-trip chrF where the filter measured one."""
+    import json
+
+    gather, data = (json.loads((metrics / f).read_text()) for f in ("gather.json", "data.json"))
+    removed: dict[str, int] = {}
+    for source in gather.get("sources", {}).values():
+        for lang, n in source.get("leakage_removed", {}).items():
+            removed[lang] = removed.get(lang, 0) + n
+    rows = []
+    for lang, d in data["languages"].items():
+        reasons: dict[str, int] = {}
+        for key, n in d.get("rejected_by", {}).items():
+            base = key.rsplit("_", 1)[0] if key.endswith(("_question", "_passage")) else key
+            reasons[READABLE.get(base, base)] = reasons.get(READABLE.get(base, base), 0) + n
+        why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])) if n)
+        chrf = ""
+        if "mean_roundtrip_chrf_question" in d:
+            chrf = f"{d['mean_roundtrip_chrf_question']:.1f} / {d['mean_roundtrip_chrf_passage']:.1f}"
+        rows.append([lang, d["system"], f"{gather['languages'].get(lang, d['pairs_in']):,}",
+                     f"{removed.get(lang, 0):,}", f"{d['kept']:,}", why or "-", chrf])
+    return _table(["lang", "pairs from", "gathered", "leakage removed", "kept after filters",
+                   "rejected (reasons)", "round-trip chrF (questions / passages)"], rows)
+
+
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table, "findings": findings_table, "mining": mining_table}
 
@@ -287,30 +328,43 @@ def render(text: str, grids: Path = GRIDS) -> str:
             return m.group(1) + speed_table(grids.parent / f"{grid}_speed.json") + "\n" + m.group(5)
         if kind == "paths":  # <!-- table isa paths -->: metrics/isa_paths.json (+ isa_paths_chain.json)
             return m.group(1) + paths_table(grids.parent / f"{grid}_paths.json") + "\n" + m.group(5)
+        if kind == "data":  # <!-- table training data -->: metrics/gather.json + metrics/data.json
+            return m.group(1) + data_table(grids.parent) + "\n" + m.group(5)
         if kind == "profile":  # <!-- table repro profile -->: metrics/repro-profile.json
             return m.group(1) + profile_table(grids.parent / f"{grid}-profile.json") + "\n" + m.group(5)
         if kind not in KINDS:
-            raise SystemExit(f"README block: unknown table kind {kind!r}; valid: {sorted(KINDS)}")
+            raise SystemExit(f"generated block: unknown table kind {kind!r}; valid: {sorted(KINDS)}, overview, "
+                             "default, speed, paths, data, profile")
         return m.group(1) + KINDS[kind](grids / grid) + "\n" + m.group(5)
 
     return BLOCK.sub(fill, text)
 
 
+def documents(root: Path = ROOT) -> list[Path]:
+    """The files whose generated blocks are rendered and checked: README.md and every docs/*.md."""
+    return [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="*", type=Path, help="default: README.md and every docs/*.md")
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--readme", default=str(ROOT / "README.md"))
+    ap.add_argument("--readme", type=Path, help="one file instead of README.md and docs/*.md (same as FILE)")
     args = ap.parse_args(argv)
-    path = Path(args.readme)
-    text = path.read_text(encoding="utf-8")
-    new = render(text)
-    if args.check:
-        if new != text:
-            print(f"{path}: generated tables differ from metrics/grids (run python -m scripts.readme_tables)")
-            return 1
-        return 0
-    path.write_text(new, encoding="utf-8")
-    return 0
+    paths = args.files + ([args.readme] if args.readme else []) or documents()
+    stale = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new == text:
+            continue
+        if args.check:
+            stale.append(path)
+        else:
+            path.write_text(new, encoding="utf-8")
+    for path in stale:
+        print(f"{path}: generated tables differ from metrics/ (run python -m scripts.readme_tables)")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
