@@ -161,3 +161,25 @@ def _values(grid, metrics=("mono_map", "multi_map", "multi_rank_distance")) -> l
     out = [float(v) for m in metrics if f"{m}_mean" in summary for v in summary[f"{m}_mean"]]
     rows = intervals[intervals["metric"].isin(metrics)]
     return out + [float(v) for c in ("diff", "low", "high") for v in rows[c]]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_relative_links_of_the_readme_and_the_docs_resolve():
+    """Every relative link of README.md and docs/*.md names a file that exists and, after '#', one of its
+    headings, so moving a section between pages cannot leave a dead link behind."""
+    from scripts.readme_tables import documents
+
+    for doc in documents():
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), f"{doc.name}: link to {target}, no such file"
+            if anchor and file.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.M)
+                assert anchor in {_anchor(h) for h in headings}, f"{doc.name}: link to {target}, no such heading"
