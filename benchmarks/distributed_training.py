@@ -56,7 +56,8 @@ def worker(args) -> dict:
 
     from pipeline import distributed
     from pipeline.params import load_params
-    from pipeline.training import TextBatch, _prepare, optimisation_step, text_batches
+    from pipeline.dual_encoder import TextBatch, text_batches
+    from pipeline.training import _prepare, optimisation_step
 
     params = load_params()
     update = {"threads": args.threads}

@@ -13,7 +13,7 @@ allocator) is its own:
   training (hidden dropout stays), so that PyTorch's fused SDPA (flash) kernel runs in the training
   pass too and keeps no float32 attention-probability matrices for the backward pass.
 - ``bf16 + attention_dropout 0 + gradient_checkpointing``: the same with activations recomputed.
-- ``params.yaml + mini_batch_size 8``: gradient caching (cached InfoNCE, :func:`pipeline.training.cached_backward`):
+- ``params.yaml + mini_batch_size 8``: gradient caching (cached InfoNCE, :func:`pipeline.gradcache.cached_backward`):
   the batch embedded once without the graph, then re-embedded in chunks of 8 to backpropagate, so the
   graph of only one chunk is alive at a time.
 
@@ -54,7 +54,9 @@ def worker(name: str, steps: int, warmup: int, base: str, batches: str) -> dict:
     import torch
 
     from pipeline.params import load_params
-    from pipeline.training import _prepare, optimisation_step, pick_device, text_batches
+    from pipeline.device import pick_device
+    from pipeline.dual_encoder import text_batches
+    from pipeline.training import _prepare, optimisation_step
 
     params = load_params()
     p = params.train.model_copy(update=CONFIGS[name])

@@ -87,7 +87,7 @@ def setup(device_setting: str = "auto") -> tuple[Dist, torch.device]:
 
     ``device_setting`` is ``train.device``; on CUDA each process takes ``cuda:LOCAL_RANK`` and the
     ``nccl`` backend, on CPU ``gloo``. Idempotent (a second call reuses the group)."""
-    from .training import pick_device
+    from .device import pick_device
 
     d = from_env()
     device = pick_device(device_setting)
@@ -115,7 +115,7 @@ def bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
 
 
 def shard(batch, d: Dist):
-    """Rank ``d.rank``'s contiguous slice of an assembled batch (a :class:`~pipeline.training.TextBatch`):
+    """Rank ``d.rank``'s contiguous slice of an assembled batch (a :class:`~pipeline.dual_encoder.TextBatch`):
     its queries with their passages, and its slice of the flat hard-negative list (which may be of any
     length, or empty). Every rank gets at least one pair."""
     if not d.enabled:

@@ -1,4 +1,7 @@
-"""Fine-tune a Hugging Face encoder as a dual encoder (one set of weights for queries and passages).
+"""The training loop: fine-tune a Hugging Face encoder as a dual encoder (one set of weights for queries
+and passages). Its parts live beside it: :mod:`pipeline.device` (where it runs), :mod:`pipeline.model_io`
+(model folders in and out), :mod:`pipeline.dual_encoder` (batches and the forward pass),
+:mod:`pipeline.gradcache` (cached InfoNCE) and :mod:`pipeline.selection` (dev scores, the kept checkpoint).
 
 Recipe (the paper's, at CPU scale): ``query: `` / ``passage: `` prefixes, mean (or first-token)
 pooling, L2 normalisation, InfoNCE over the in-batch negatives (:func:`pipeline.loss.info_nce`);
@@ -23,82 +26,26 @@ weights in either precision (dropout is on while training, as the model's config
 ``freeze_embeddings`` freezes the word-embedding table (96M of multilingual-e5-small's 118M
 parameters), which keeps AdamW's state small and its update cheap on CPU.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 import contextlib
-import json
 import logging
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 import torch
 from torch import nn
-
 from . import console
 from .distributed import SINGLE, Dist, all_sum, bounds, broadcast_flag, broadcast_parameters, gather_rows, \
     reduce_gradients, shard
-from .embedding import encode_ids, forward_pooled, pad, pool, tokenize
 from .loss import info_nce, info_nce_share
-from .st_format import write_st_folder
+from .device import pick_device, release_memory
+from .dual_encoder import DualEncoder, TextBatch, forward_embed
+from .gradcache import cached_backward
+from .model_io import load_encoder
+from .selection import DevSet, Selector, _restore, evaluate_dev
 
 logger = logging.getLogger(__name__)
-
-# files of a model folder that save_pretrained rewrites or that hold (stale) weights
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt")
-
-
-@dataclass
-class TextBatch:
-    """The texts of one batch, prefix not yet added; ``hard_negatives`` is None when unused."""
-
-    queries: list[str]
-    passages: list[str]
-    hard_negatives: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-def text_batches(df: pd.DataFrame, hard_negatives: bool = False) -> list[TextBatch]:
-    """Batches of a batch table (see :data:`pipeline.batching.BATCH_COLUMNS`) in ``batch_id`` order.
-    With ``hard_negatives`` each batch's ``hard_negatives`` is the flat list of its rows' hard negatives
-    (column ``hard_negatives``, a list per row; any number per row, none included)."""
-    if hard_negatives and "hard_negatives" not in df.columns:
-        raise ValueError("train.hard_negatives is set but the batches have no 'hard_negatives' column "
-                         "(rerun mine and assemble)")
-    out = []
-    for _, g in df.sort_values(["batch_id", "position"], kind="stable").groupby("batch_id", sort=True):
-        negs = [str(t) for row in g["hard_negatives"] for t in row] if hard_negatives else None
-        out.append(TextBatch(g["query"].tolist(), g["passage"].tolist(), negs))
-    return out
-
-
-def pick_device(setting: str = "auto") -> torch.device:
-    """The device of ``train.device``: ``auto`` takes CUDA when torch sees it; ``cuda`` without one is an error."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device: cuda, but torch sees no CUDA device")
-    return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def load_encoder(model_dir: str | Path, device: torch.device | None = None):
-    """``(model, tokenizer)`` of a Hugging Face folder; float32 weights, without a pooler head. Only
-    safetensors weights are loaded, and the tokenizer must fit the model
-    (:func:`pipeline.assets.load_checked_tokenizer`)."""
-    from transformers import AutoModel
-
-    from .assets import load_checked_tokenizer
-
-    tokenizer, _ = load_checked_tokenizer(model_dir)
-    try:
-        model = AutoModel.from_pretrained(str(model_dir), add_pooling_layer=False, dtype=torch.float32,
-                                          use_safetensors=True)
-    except TypeError:  # architectures without a pooler argument
-        model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32, use_safetensors=True)
-    return model.to(device or pick_device()), tokenizer
 
 
 def freeze_word_embeddings(model: nn.Module) -> int:
@@ -147,158 +94,6 @@ def warmup_then_decay(steps: int, warmup_ratio: float):
     return factor
 
 
-class DualEncoder:
-    """Embeds prefixed texts with a shared encoder: tokenise, encode, pool, L2-normalise."""
-
-    def __init__(self, model, tokenizer, query_prefix: str = "query: ", passage_prefix: str = "passage: ",
-                 pooling: str = "mean", max_length: int = 128):
-        self.model, self.tokenizer = model, tokenizer
-        self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
-        self.pooling, self.max_length = pooling, max_length
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def embed(self, texts: list[str], prefix: str) -> torch.Tensor:
-        """Normalised vectors of one batch (differentiable; bf16 autocast on CUDA)."""
-        return nn.functional.normalize(self.pooled(tokenize(self.tokenizer, texts, prefix, self.max_length)), dim=-1)
-
-    def pooled(self, ids: list[list[int]]) -> torch.Tensor:
-        """Pooled, not normalised, vectors of one batch of token ids (:mod:`pipeline.embedding`)."""
-        return forward_pooled(self.model, *pad(ids, self.tokenizer.pad_token_id), self.pooling, bf16=True)
-
-    def loss(self, batch: TextBatch, scale: float, precision: str = "fp32",
-             micro_batch: int | None = None) -> torch.Tensor:
-        """InfoNCE of ``batch``; each side encoded by :func:`forward_embed` (``precision``, ``micro_batch``)."""
-        def side(texts: list[str], prefix: str) -> torch.Tensor:
-            return forward_embed(self, texts, prefix, precision, micro_batch)
-
-        q = side(batch.queries, self.query_prefix)
-        p = side(batch.passages, self.passage_prefix)
-        hn = side(batch.hard_negatives, self.passage_prefix) if batch.hard_negatives else None
-        return info_nce(q, p, scale, hn)
-
-    @torch.no_grad()
-    def mean_loss(self, batches: list[TextBatch], scale: float) -> float:
-        """Mean loss over ``batches`` with dropout off (weighted by batch size)."""
-        was_training = self.model.training
-        self.model.eval()
-        total = sum(self.loss(b, scale).item() * len(b) for b in batches)
-        self.model.train(was_training)
-        return total / sum(len(b) for b in batches)
-
-
-def forward_embed(enc: DualEncoder, texts: list[str], prefix: str, precision: str = "fp32",
-                  micro_batch: int | None = None) -> torch.Tensor:
-    """L2-normalised float32 vectors of ``texts`` in input order, through the autograd graph (the training pass).
-
-    ``precision: bf16`` runs the encoder under bf16 autocast (on CPU and CUDA alike; the weights stay
-    float32, pooling and normalisation are float32); ``fp32`` runs it without autocast.
-    ``micro_batch``: texts per forward pass, taken in order of token length (stable), so that a short
-    text is padded to its neighbours' length, not the batch's longest; ``None`` encodes all at once.
-    The vectors are the same either way up to rounding (padding is masked); dropout draws differ.
-    """
-    ids = tokenize(enc.tokenizer, texts, prefix, enc.max_length)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if micro_batch else list(range(len(ids)))
-    size = micro_batch or max(len(ids), 1)
-    parts = [_encode_pass(enc, [ids[i] for i in order[s : s + size]], precision) for s in range(0, len(order), size)]
-    vecs = torch.cat(parts)
-    if micro_batch:
-        vecs = vecs[torch.tensor(order, device=vecs.device).argsort()]
-    return nn.functional.normalize(vecs, dim=-1)
-
-
-def _encode_pass(enc: DualEncoder, ids: list[list[int]], precision: str) -> torch.Tensor:
-    """Pooled, not normalised, float32 vectors of one forward pass (bf16 autocast with ``precision: bf16``)."""
-    input_ids, mask = (t.to(enc.device) for t in pad(ids, enc.tokenizer.pad_token_id))
-    with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        hidden = enc.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-    return pool(hidden.float(), mask, enc.pooling)
-
-
-class RandContext:
-    """The random-number state at creation (CPU, and the CUDA device's when on one); ``with ctx:`` replays
-    it and restores the outer state afterwards, so a forward pass re-run inside draws the same dropout
-    masks as the first time (sentence-transformers' ``RandContext``, via ``torch.random.fork_rng``)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cpu_state = torch.get_rng_state()
-        self.cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        self._fork = None
-
-    def __enter__(self):
-        self._fork = torch.random.fork_rng(devices=[self.device] if self.cuda_state is not None else [])
-        self._fork.__enter__()
-        torch.set_rng_state(self.cpu_state)
-        if self.cuda_state is not None:
-            torch.cuda.set_rng_state(self.cuda_state, self.device)
-        return self
-
-    def __exit__(self, *exc):
-        fork, self._fork = self._fork, None
-        return fork.__exit__(*exc)
-
-
-def _sides(enc: DualEncoder, batch: TextBatch) -> list[list[list[int]]]:
-    """Token ids of a batch's three sides: queries, passages, hard negatives (possibly none)."""
-    sides = [(batch.queries, enc.query_prefix), (batch.passages, enc.passage_prefix),
-             (batch.hard_negatives or [], enc.passage_prefix)]
-    return [tokenize(enc.tokenizer, texts, prefix, enc.max_length) if texts else [] for texts, prefix in sides]
-
-
-def _length_chunks(ids: list[list[int]], size: int) -> list[list[int]]:
-    """Indices of ``ids`` in chunks of ``size``, shortest texts first (stable): :func:`forward_embed`'s passes."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    return [order[s : s + size] for s in range(0, len(order), size)]
-
-
-def cached_backward(enc: DualEncoder, batch: TextBatch, precision: str, mini_batch_size: int, loss_fn):
-    """Gradient caching (Gao et al. 2021, "Scaling deep contrastive learning batch size under memory
-    limited setup"; Tevatron's grad_cache, sentence-transformers' ``CachedMultipleNegativesRankingLoss``).
-
-    1. Embed each side of ``batch`` in length-sorted chunks of ``mini_batch_size`` texts without the
-       autograd graph, recording the random-number state before each chunk (:class:`RandContext`).
-    2. ``loss_fn(q, p, hard_negatives)`` on the whole batch's (detached) vectors; backward gives the
-       gradient of the loss with respect to every vector.
-    3. Re-embed each chunk with the graph under its recorded random state (the same dropout masks)
-       and backpropagate its slice of that gradient into the weights.
-
-    Peak activation memory is that of one chunk, whatever the batch size; the cost is a second forward
-    pass. The loss and the gradients equal those of :func:`forward_embed` with ``micro_batch =
-    mini_batch_size`` from the same random state (same passes, same dropout), up to float rounding.
-    An empty side (no hard negatives) gives ``(0, H)``. Returns the loss (detached).
-    """
-    sides = _sides(enc, batch)
-    chunks = [_length_chunks(ids, mini_batch_size) for ids in sides]
-    states: list[list[RandContext]] = []
-    vectors: list[torch.Tensor | None] = []
-    with torch.no_grad():
-        for ids, parts in zip(sides, chunks, strict=True):
-            states.append([])
-            out = None
-            for idx in parts:
-                states[-1].append(RandContext(enc.device))
-                v = nn.functional.normalize(_encode_pass(enc, [ids[i] for i in idx], precision), dim=-1)
-                if out is None:
-                    out = v.new_empty(len(ids), v.shape[1])
-                out[torch.tensor(idx, device=v.device)] = v
-            vectors.append(out)
-    dim = vectors[0].shape[1]
-    leaves = [(v if v is not None else torch.zeros(0, dim, device=enc.device)).requires_grad_() for v in vectors]
-    loss = loss_fn(*leaves)
-    loss.backward()
-    for ids, parts, rngs, leaf in zip(sides, chunks, states, leaves, strict=True):
-        if leaf.grad is None:
-            continue
-        for idx, rng in zip(parts, rngs, strict=True):
-            with rng:
-                v = nn.functional.normalize(_encode_pass(enc, [ids[i] for i in idx], precision), dim=-1)
-            v.backward(leaf.grad[torch.tensor(idx, device=leaf.device)])
-    return loss.detach()
-
-
 def contrastive_backward(enc: DualEncoder, batch: TextBatch, params, d: Dist = SINGLE) -> float:
     """Loss of the global ``batch`` and its gradients in the weights' ``.grad`` (summed over the
     processes, or averaged with ``cross_device_negatives: false``); the path of gradient caching
@@ -339,28 +134,6 @@ def contrastive_backward(enc: DualEncoder, batch: TextBatch, params, d: Dist = S
     return total if cross else total / d.world_size
 
 
-def release_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    A dev evaluation and a training step allocate tensors of different sizes; glibc keeps the freed
-    chunks of one in its arenas where the other cannot always reuse them. Called after each dev
-    evaluation: about 0.1 GB off the train stage's peak here, in milliseconds."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
-
-
 class _Log:
     """dvclive when a folder is given (no git, no dvc.yaml, no DVC experiment needed), else nothing."""
 
@@ -383,83 +156,6 @@ class _Log:
     def end(self) -> None:
         if self.live:
             self.live.end()
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-@torch.no_grad()
-def _restore(model: nn.Module, snap: dict[str, torch.Tensor]) -> None:
-    for n, p in model.named_parameters():
-        if n in snap:
-            p.copy_(snap[n])
-
-
-@dataclass
-class DevSet:
-    """The dev retrieval set (:mod:`pipeline.devset`): ``queries`` (qid, id, lang, text, gold), ``pool``
-    (cand_id, lang, text)."""
-
-    queries: pd.DataFrame
-    pool: pd.DataFrame
-
-
-@torch.no_grad()
-def embed_all(enc: DualEncoder, texts: list[str], prefix: str, batch_size: int = 64) -> torch.Tensor:
-    """Vectors of ``texts`` in input order with dropout off: the index stage's recipe
-    (:func:`pipeline.embedding.encode_ids`, batches sorted by token length), so on CPU they equal the
-    torch engine's vectors of the same folder bit for bit."""
-    was_training = enc.model.training
-    enc.model.eval()
-    try:
-        ids = tokenize(enc.tokenizer, texts, prefix, enc.max_length)
-        return torch.from_numpy(encode_ids(ids, lambda b: enc.pooled(b).cpu().numpy(), batch_size))
-    finally:
-        enc.model.train(was_training)
-
-
-def evaluate_dev(enc: DualEncoder, dev: DevSet) -> dict[str, float]:
-    """Dev-set retrieval metrics (``dev_mono_map``, ``dev_cross_map``, ``dev_multi_map``) and ``dev_score``."""
-    from .devset import DEV_METRICS, dev_score
-    from .metrics import score
-
-    qv = embed_all(enc, dev.queries["text"].tolist(), enc.query_prefix).numpy()
-    pv = embed_all(enc, dev.pool["text"].tolist(), enc.passage_prefix).numpy()
-    summary = score(dev.queries, dev.pool, qv, pv)[0]
-    out = {f"dev_{k}": summary[k] for k in DEV_METRICS if k in summary}
-    out["dev_score"] = dev_score(summary)
-    return out
-
-
-class Selector:
-    """Keeps the checkpoint that ``train.select_by`` prefers and says when to stop early.
-
-    ``dev``: the highest dev score; ``val_loss``: the lowest validation loss of the run's own batch
-    mode; ``last``: the final weights, never stopping early. Ties keep the earlier step.
-    """
-
-    def __init__(self, rule: str, patience: int):
-        self.rule, self.patience = rule, patience
-        self.best_value, self.best_step, self.best_weights, self.bad = None, 0, None, 0
-
-    def criterion(self, record: dict) -> float | None:
-        if self.rule == "dev":
-            return record["dev_score"]
-        if self.rule == "val_loss":
-            return -record["val_loss"]
-        return None
-
-    def update(self, step: int, record: dict, model: nn.Module) -> bool:
-        """Record an evaluation at ``step``; True when training should stop (patience used up)."""
-        value = self.criterion(record)
-        if value is None:
-            return False
-        if self.best_value is None or value > self.best_value:
-            self.best_value, self.best_step, self.best_weights, self.bad = value, step, _snapshot(model), 0
-            return False
-        self.bad += 1
-        return self.bad >= self.patience
 
 
 def _prepare(model_dir, params, models, device):
@@ -685,35 +381,3 @@ def eta(steps_left: int, s_per_step: float, eval_every: int, evals: _Evaluations
 def _round(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
-
-def save_encoder(model, base_dir: str | Path, out_dir: str | Path, info: dict | None = None,
-                 max_seq_length: int | None = None) -> None:
-    """Write ``model`` to ``out_dir`` as a HF folder (config + model.safetensors) with the base folder's
-    tokenizer and other files copied byte for byte (re-saving a tokenizer through another class can
-    lose its normaliser); weight files of the base are not copied. ``info`` goes to ``training.json``;
-    with ``max_seq_length`` and ``info['params']`` the folder also gets the sentence-transformers files
-    and a model card (:mod:`pipeline.st_format`)."""
-    out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir))  # transformers 5 always writes safetensors
-    if not (out_dir / "model.safetensors").exists() and not list(out_dir.glob("model-*.safetensors")):
-        raise RuntimeError(f"save_pretrained wrote no safetensors weights in {out_dir}")
-    for f in sorted(Path(base_dir).iterdir()):
-        if f.is_file() and not (out_dir / f.name).exists() and not f.name.endswith(WEIGHT_SUFFIXES) \
-                and not f.name.endswith(".index.json"):
-            shutil.copy2(f, out_dir / f.name)
-    if info is not None:
-        (out_dir / "training.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if max_seq_length and "params" in info:
-            write_st_folder(out_dir, info, max_seq_length)
-
-
-def copy_model(base_dir: str | Path, out_dir: str | Path, info: dict | None = None,
-               max_seq_length: int | None = None) -> None:
-    """Copy a model folder unchanged (``steps: 0``, the untrained baseline); ``info`` and
-    ``max_seq_length`` as in :func:`save_encoder` (weights and tokenizer stay as they were)."""
-    shutil.copytree(base_dir, out_dir, dirs_exist_ok=True)
-    out_dir = Path(out_dir)
-    if info is not None:
-        (out_dir / "training.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if max_seq_length and "params" in info:
-            write_st_folder(out_dir, info, max_seq_length)

@@ -19,7 +19,7 @@ TOL = 1e-5
 
 def batch16(hard: int = 5):
     """One mixed batch of 16 pairs and a flat list of ``hard`` hard negatives (not one per pair)."""
-    from pipeline.training import text_batches
+    from pipeline.dual_encoder import text_batches
 
     b = text_batches(hybrid_batches(pair_table(), LANGS, 1, 16, 0.0, generator(3, 1)))[0]
     b.hard_negatives = [p.replace(" t", " x t") for p in b.passages[:hard]] if hard else None
@@ -27,7 +27,8 @@ def batch16(hard: int = 5):
 
 
 def encoder(model_dir, train_mode: bool):
-    from pipeline.training import DualEncoder, load_encoder
+    from pipeline.dual_encoder import DualEncoder
+    from pipeline.model_io import load_encoder
 
     enc = DualEncoder(*load_encoder(model_dir, CPU), max_length=32)
     enc.model.train(train_mode)
@@ -137,6 +138,8 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
     """One of ``world`` gloo processes: the loss and gradients of each case, then a short X-X run."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
+    import pipeline.dual_encoder as dual_encoder
+    import pipeline.gradcache as gradcache
     import pipeline.training as training
     from pipeline import distributed
 
@@ -156,7 +159,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
 
         # an X-X run through train(): record the texts each forward pass of this rank embedded
         seen: list = []
-        encode_pass, step_fn = training._encode_pass, training.optimisation_step
+        encode_pass, step_fn = dual_encoder._encode_pass, training.optimisation_step
 
         def recording_pass(e, ids, precision):
             if e.model.training and torch.is_grad_enabled():  # the graph passes (caching embeds twice)
@@ -167,8 +170,9 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
             seen.append([])
             return step_fn(*a, **k)
 
-        training._encode_pass, training.optimisation_step = recording_pass, recording_step
-        xx = training.text_batches(hybrid_batches(pair_table(), LANGS, 4, 8, 1.0, generator(5, 1)))
+        dual_encoder._encode_pass = gradcache._encode_pass = recording_pass  # every forward pass of training
+        training.optimisation_step = recording_step
+        xx = dual_encoder.text_batches(hybrid_batches(pair_table(), LANGS, 4, 8, 1.0, generator(5, 1)))
         params = PARAMS.model_copy(update={"steps": 4, "eval_every": 2, "select_by": "last", "mini_batch_size": 2})
         model, _, metrics = training.train(model_dir, xx, [], params, MODELS, 7, device=CPU, progress=False,
                                            dev=dev_set(), dist=d)

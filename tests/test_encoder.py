@@ -136,7 +136,8 @@ def test_torch_engine_is_bit_identical_to_before(e5_folder):
 def test_training_embed_is_bit_identical_to_before(e5_folder):
     import torch
 
-    from pipeline.training import DualEncoder, load_encoder
+    from pipeline.dual_encoder import DualEncoder
+    from pipeline.model_io import load_encoder
 
     model, tok = load_encoder(e5_folder, torch.device("cpu"))
     enc = DualEncoder(model.eval(), tok, max_length=16)
@@ -152,7 +153,9 @@ def test_dev_evaluation_embeds_like_the_index_stage(e5_folder):
     import torch
 
     from pipeline.encoder import Encoder
-    from pipeline.training import DualEncoder, embed_all, load_encoder
+    from pipeline.dual_encoder import DualEncoder
+    from pipeline.model_io import load_encoder
+    from pipeline.selection import embed_all
 
     model, tok = load_encoder(e5_folder, torch.device("cpu"))
     model.train()  # as during training: embed_all turns dropout off and back on

@@ -57,7 +57,7 @@ def _convert_ct2(folder, tmp_path):
 
 
 def _training(folder, tmp_path):
-    from pipeline.training import load_encoder
+    from pipeline.model_io import load_encoder
 
     return load_encoder(folder, torch.device("cpu"))
 

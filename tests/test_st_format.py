@@ -13,7 +13,7 @@ import yaml
 from pipeline.encoder import Encoder
 from pipeline.st_format import main as st_format_main
 from pipeline.st_format import model_card, results_from_metrics
-from pipeline.training import copy_model, load_encoder, save_encoder
+from pipeline.model_io import copy_model, load_encoder, save_encoder
 
 TEXTS = ["Where is the Eiffel Tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars.",
          "Wie hoch ist der Turm?", "A very long sentence " * 40]

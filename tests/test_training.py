@@ -55,7 +55,7 @@ def tiny_model(tmp_path_factory):
 
 
 def text_batches_of(n_batches=6, size=8, seed=1):
-    from pipeline.training import text_batches
+    from pipeline.dual_encoder import text_batches
 
     return text_batches(hybrid_batches(pair_table(), LANGS, n_batches, size, 0.5, generator(seed, 1)))
 
@@ -73,7 +73,8 @@ def run(model_dir, params=PARAMS, seed=7, **kw):
 
 
 def test_a_few_steps_lower_the_training_loss(tiny_model):
-    from pipeline.training import DualEncoder, load_encoder
+    from pipeline.dual_encoder import DualEncoder
+    from pipeline.model_io import load_encoder
 
     batches = text_batches_of()
     before = DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32).mean_loss(batches, 20.0)
@@ -96,7 +97,8 @@ def test_cpu_training_is_deterministic(tiny_model):
 
 
 def test_frozen_embeddings_stay_and_no_decay_groups(tiny_model):
-    from pipeline.training import load_encoder, parameter_groups
+    from pipeline.model_io import load_encoder
+    from pipeline.training import parameter_groups
 
     base, _ = load_encoder(tiny_model, torch.device("cpu"))
     model, _, _ = run(tiny_model)
@@ -112,7 +114,10 @@ def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
     """A batch's hard negatives (any number per row, none included) are extra columns of every query's scores:
     the training loss equals InfoNCE computed by hand from the separately embedded texts."""
     from pipeline.loss import info_nce
-    from pipeline.training import DualEncoder, embed_all, load_encoder, text_batches, train
+    from pipeline.dual_encoder import DualEncoder, text_batches
+    from pipeline.model_io import load_encoder
+    from pipeline.selection import embed_all
+    from pipeline.training import train
 
     df = hybrid_batches(pair_table(), LANGS, 3, 8, 0.5, generator(1, 1))
     df["hard_negatives"] = [[f"{t} x{k}" for k in range(i % 3)] for i, t in enumerate(df["passage"])]
@@ -142,7 +147,8 @@ def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
 
 def test_bf16_and_micro_batches_give_the_fp32_loss(tiny_model):
     """train.precision / train.micro_batch change rounding and padding only (dropout off here)."""
-    from pipeline.training import DualEncoder, load_encoder
+    from pipeline.dual_encoder import DualEncoder
+    from pipeline.model_io import load_encoder
 
     enc = DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32)
     enc.model.eval()
@@ -171,7 +177,8 @@ def test_fp32_training_is_deterministic_and_checkpointing_changes_only_memory(ti
 def test_attention_dropout_zero_is_set_for_training_only_and_deterministic(tiny_model):
     """attention_dropout 0: every self-attention dropout is off (SDPA's fused kernel can run), hidden
     dropout stays, the config (and so the saved folder) keeps the model's value, runs repeat exactly."""
-    from pipeline.training import load_encoder, set_attention_dropout
+    from pipeline.model_io import load_encoder
+    from pipeline.training import set_attention_dropout
 
     model, _ = load_encoder(tiny_model, torch.device("cpu"))
     assert model.config._attn_implementation == "sdpa"
@@ -190,7 +197,9 @@ def test_attention_dropout_zero_is_set_for_training_only_and_deterministic(tiny_
 
 
 def test_snapshot_holds_only_trainable_tensors_and_restores_them_exactly(tiny_model):
-    from pipeline.training import _restore, _snapshot, freeze_word_embeddings, load_encoder
+    from pipeline.model_io import load_encoder
+    from pipeline.selection import _restore, _snapshot
+    from pipeline.training import freeze_word_embeddings
 
     model, _ = load_encoder(tiny_model, torch.device("cpu"))
     freeze_word_embeddings(model)
@@ -208,7 +217,7 @@ def test_snapshot_holds_only_trainable_tensors_and_restores_them_exactly(tiny_mo
 
 
 def test_release_memory_is_safe_to_call_repeatedly():
-    from pipeline.training import release_memory
+    from pipeline.device import release_memory
 
     release_memory()
     release_memory()  # glibc's malloc_trim, looked up once; a no-op where there is none
@@ -224,7 +233,7 @@ def test_learning_rate_schedule():
 
 def test_early_stopping_keeps_the_best_weights(tiny_model):
     # a learning rate this large makes the validation loss worse at once: stop, keep the base weights
-    from pipeline.training import load_encoder
+    from pipeline.model_io import load_encoder
 
     params = PARAMS.model_copy(update={"lr": 5.0, "warmup_ratio": 0.0, "eval_every": 2, "patience": 2, "steps": 20})
     model, _, metrics = run(tiny_model, params)
@@ -236,14 +245,17 @@ def test_early_stopping_keeps_the_best_weights(tiny_model):
 
 def dev_set():
     from pipeline.devset import retrieval_set
-    from pipeline.training import DevSet
+    from pipeline.selection import DevSet
 
     table = pair_table()
     return DevSet(*retrieval_set(table[table["pair_id"] >= N - 8], LANGS))
 
 
 def test_dev_selection_is_the_same_rule_for_every_mode_and_repeatable(tiny_model):
-    from pipeline.training import DualEncoder, evaluate_dev, load_encoder, text_batches, train
+    from pipeline.dual_encoder import DualEncoder, text_batches
+    from pipeline.model_io import load_encoder
+    from pipeline.selection import evaluate_dev
+    from pipeline.training import train
 
     dev = dev_set()
     base = evaluate_dev(DualEncoder(*load_encoder(tiny_model, torch.device("cpu")), max_length=32), dev)

@@ -41,8 +41,11 @@ from ..lareqa import dataset_files
 from ..params import load_params, untraced
 from ..reproducibility import current_mode, machine
 from ..st_format import git_revision
-from ..training import (DevSet, DualEncoder, copy_model, evaluate_dev, load_encoder, pick_device, save_encoder,
-                        text_batches, train)
+from ..device import pick_device
+from ..dual_encoder import DualEncoder, text_batches
+from ..model_io import copy_model, load_encoder, save_encoder
+from ..selection import DevSet, evaluate_dev
+from ..training import train
 from .. import console
 
 TIMING_KEYS = ("wall_s", "s_per_step", "eval_s")
