@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def info_nce(q: torch.Tensor, p: torch.Tensor, scale: float = 20.0,
@@ -14,7 +13,9 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, scale: float = 20.0,
     ``p[i]``, the other rows' passages (and, if given, all of the batch's hard negatives
     ``hard_negatives`` ``(M, H)``, any number ``M``, appended as ``M`` extra columns) are its negatives. The loss is
     the cross-entropy of each row's scores against its own index. Vectors need not be normalised.
-    Computed in float32 whatever the input dtype.
+    Computed in float32 whatever the input dtype. This is sentence-transformers'
+    ``MultipleNegativesRankingLoss`` (InfoNCE, NT-Xent) on pre-computed embeddings; a batch must hold
+    no duplicate texts (:mod:`pipeline.batching`), or a true answer counts as a negative.
     """
     if q.shape != p.shape or q.dim() != 2:
         raise ValueError(f"q and p must both be (batch, dim), got {tuple(q.shape)} and {tuple(p.shape)}")
@@ -26,64 +27,6 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, scale: float = 20.0,
     scores = q @ candidates.T * scale
     labels = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(scores, labels)
-
-
-class InfoNCELoss(nn.Module):
-    """In-batch-negatives contrastive loss for (query, passage) pairs, optionally with hard negatives.
-
-    For a batch of pairs ``(q_1, p_1), ..., (q_n, p_n)`` it assumes ``p_i`` answers ``q_i`` and that
-    every ``p_j`` with ``j != i`` does not: for each query it scores all ``n`` passages (and the
-    batch's hard negatives, if given, however many) by cosine similarity times ``scale`` and applies cross-entropy
-    with the positive as the target. This is sentence-transformers' ``MultipleNegativesRankingLoss``
-    (InfoNCE, NT-Xent), written for pre-computed embeddings.
-
-    The larger the batch, the more negatives and the better the signal; batches must hold no
-    duplicate texts or pairs (see :mod:`pipeline.batching`), or a true answer is treated as a
-    negative.
-
-    Args:
-        scale: inverse temperature of the cosine similarities (sentence-transformers' default 20,
-            i.e. temperature 0.05).
-
-    Inputs:
-        +--------------------------------+-------------------------+
-        | arguments of ``forward``       | shape                   |
-        +================================+=========================+
-        | ``q``: query embeddings        | ``(batch, dim)``        |
-        +--------------------------------+-------------------------+
-        | ``p``: positive passages       | ``(batch, dim)``        |
-        +--------------------------------+-------------------------+
-        | ``hard_negatives`` (optional)  | ``(n, dim)``, any ``n`` |
-        +--------------------------------+-------------------------+
-
-        Returns a scalar tensor: the mean loss over the batch.
-
-    Recommendations:
-        - L2 normalisation is applied here; pooling and prefixes are the encoder's business.
-        - Compute under bf16 autocast if you like: the similarities are taken in float32.
-
-    Example:
-        ::
-
-            import torch
-            from pipeline.loss import InfoNCELoss
-
-            loss_fn = InfoNCELoss(scale=20.0)
-            q = torch.randn(4, 8, requires_grad=True)
-            p = torch.randn(4, 8, requires_grad=True)
-            loss = loss_fn(q, p)
-            loss.backward()
-    """
-
-    def __init__(self, scale: float = 20.0):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, q: torch.Tensor, p: torch.Tensor, hard_negatives: torch.Tensor | None = None) -> torch.Tensor:
-        return info_nce(q, p, self.scale, hard_negatives)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
 
 
 def info_nce_share(q: torch.Tensor, candidates: torch.Tensor, first: int, total: int,
