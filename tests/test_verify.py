@@ -57,3 +57,12 @@ def test_metric_kinds():
     assert [metric_kind(k) for k in ("mono_map_seen", "multi_r10", "dev_score", "final_train_loss",
                                      "multi_rank_distance_unseen", "steps_run", "total_params", "wall_s")] == [
         "rate", "rate", "rate", "loss", "rank_distance", "step", "count", None]
+
+
+def test_the_readme_states_the_tolerance_verify_applies():
+    from conftest import ROOT
+
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"{TOLERANCE['rate']:g} for mAP and recall, {TOLERANCE['rank_distance']:.1f} for the rank distance, "
+            f"{TOLERANCE['loss']:g} for the loss, and the same kept step") in text
+    assert TOLERANCE["step"] == 0
