@@ -3,12 +3,12 @@ other than the default): ``runs.csv`` (one row per run and seed) and ``per-query
 
 :func:`collect` reads them from DVC (``dvc exp show --json`` for params and metrics, the per-query scores from
 DVC's cache through the experiment's dvc.lock); :func:`collect_folder` from a results folder of
-:mod:`experiments.gpu` (a lent GPU machine has no DVC).
+:mod:`experiments.gpu` (a lent GPU machine has no DVC). Both write ``code.json``: the code and params the
+runs used (:mod:`experiments.staleness`), from each experiment's dvc.lock and the commit it started from.
 """
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +17,7 @@ import yaml
 from pipeline.io import write_csv, write_parquet
 from pipeline.metrics import metric_source
 
-from . import grids
+from . import grids, staleness
 from .grids import DEFAULT_SET, ROOT, param_at, parse_run_name
 from .queue import dvc
 
@@ -61,9 +61,13 @@ def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, hea
 
 
 def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str,
-         run_set_name: str = DEFAULT_SET) -> Path:
-    """``runs.csv`` (rows in the set's run order, then by seed, with ``device``) and ``per-query.parquet``."""
+         run_set_name: str = DEFAULT_SET, code: list[tuple[str, str, dict]] = ()) -> Path:
+    """``runs.csv`` (rows in the set's run order, then by seed, with ``device``), ``per-query.parquet`` and
+    ``code.json`` of ``code`` (``(run, commit, dvc.lock)`` per run, :func:`experiments.staleness.write`)."""
     out = grids.out_dir(grid, run_set_name)
+    out.mkdir(parents=True, exist_ok=True)
+    if code:
+        staleness.write(out, list(code))
     order = list(grids.run_set(run_set_name)["runs"])
     runs = pd.DataFrame(rows).sort_values(["run", "seed"], key=lambda c: c.map(order.index) if c.name == "run" else c)
     runs.insert(2, "device", device)
@@ -79,8 +83,7 @@ def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str
 def cached_output_file(rev: str, out: str, name: str) -> Path:
     """The cache path of file ``name`` inside the directory output ``out`` of the commit ``rev``
     (an experiment's commit): its dvc.lock gives the directory's ``.dir`` listing, which gives the file's md5."""
-    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=ROOT, check=True,
-                                         capture_output=True, text=True).stdout)
+    lock = staleness.lock_at(rev)
     cache = ROOT / ".dvc" / "cache" / "files" / "md5"
     for stage in lock["stages"].values():
         for o in stage.get("outs", []):
@@ -96,7 +99,7 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
     dataset, _ = grids.dataset_of(grid)
     headline = grids.headline_of(grid)
     spec = grids.run_set(run_set_name)
-    rows, per_query = [], []
+    rows, per_query, code = [], [], []
     for name, exp in sorted(experiments().items()):
         parsed = parse_run_name(name, grid, spec["runs"])
         if parsed is None:
@@ -110,20 +113,25 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
                                m.get(f"metrics/{dataset}.json", {}), headline, spec["record"]))
         path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
         per_query.append(pd.read_parquet(path)[per_query_columns(headline)].assign(run=run, seed=seed))
+        # the experiment's commit sits on the commit it was queued from: that one names the code
+        code.append((f"{run}-s{seed}", staleness.commit_of(f"{exp['rev']}^"), staleness.lock_at(exp["rev"])))
     if not rows:
         raise SystemExit(f"no experiments named {grid}-<run>-s<seed> of run set {run_set_name}; run "
                          f"`... run --grid {grid} --runs {run_set_name}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"
-    return save(grid, rows, per_query, device, run_set_name)
+    return save(grid, rows, per_query, device, run_set_name, code)
 
 
 def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET) -> Path:
     """Results of :mod:`experiments.gpu` (one folder per run: params.yaml, train.json, <dataset>.json,
-    per_query.parquet) -> the same files as :func:`collect`."""
+    per_query.parquet) -> the same files as :func:`collect`. The code identity is a run folder's own
+    ``dvc.lock`` where it has one, else the folder's, else the workspace's (the bundle carried the
+    workspace's code), with the commit of HEAD."""
     dataset, _ = grids.dataset_of(grid)
     headline = grids.headline_of(grid)
     spec = grids.run_set(run_set_name)
-    rows, per_query = [], []
+    rows, per_query, code = [], [], []
+    commit = staleness.commit_of("HEAD")
     for run_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         parsed = parse_run_name(run_dir.name, grid, spec["runs"])
         if parsed is None:
@@ -134,4 +142,6 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
                                json.loads((run_dir / f"{dataset}.json").read_text()), headline, spec["record"]))
         per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[per_query_columns(headline)]
                          .assign(run=run, seed=seed))
-    return save(grid, rows, per_query, device, run_set_name)
+        lock = next(p for p in (run_dir / "dvc.lock", folder / "dvc.lock", ROOT / "dvc.lock") if p.exists())
+        code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock)))
+    return save(grid, rows, per_query, device, run_set_name, code)
