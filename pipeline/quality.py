@@ -199,14 +199,14 @@ class _Counting:
 def back_translate(translator, texts: list[str], resume: Resume | None = None, desc: str | None = None
                    ) -> list[str]:
     """``translator.translate`` over the distinct texts, mapped back onto ``texts``; with ``resume``,
-    chunk by chunk through :func:`pipeline.translation.translate_resumable`, so a rerun after a kill
+    chunk by chunk through :func:`pipeline.translation_work.translate_resumable`, so a rerun after a kill
     reuses the finished chunks. With ``desc``, progress over the distinct texts (a line per quarter on
     stdout, :func:`pipeline.console.progress`; chunks reused from a killed run count at the end)."""
     unique = list(dict.fromkeys(texts))
     with console.progress(len(unique), desc or "", "texts", enabled=desc is not None and bool(unique)) as bar:
         counting = _Counting(translator, bar)
         if resume is not None and unique:
-            from .translation import translate_resumable
+            from .translation_work import translate_resumable
 
             out = translate_resumable(unique, counting, resume.work_dir, resume.chunk_size, resume.fingerprint)
         else:

@@ -26,8 +26,8 @@ from pipeline.translation import (
     reference_pairs,
     split_sentences,
     translate_pairs,
-    translate_resumable,
 )
+from pipeline.translation_work import translate_resumable
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("PIPELINE_MIRROR", ROOT.parent / "shared"))
@@ -222,7 +222,7 @@ class Reverser:
 
 KILLER = textwrap.dedent("""
     import json, os, signal, sys
-    from pipeline.translation import translate_resumable
+    from pipeline.translation_work import translate_resumable
 
     class KillOnSecondChunk:
         calls = 0
@@ -479,7 +479,7 @@ def test_argos_on_cuda(tmp_path_factory):
 
 
 def test_shard_chunks_partition_the_chunks():
-    from pipeline.translation import shard_chunks
+    from pipeline.translation_work import shard_chunks
 
     for n_chunks in range(0, 12):
         for shards in range(1, 6):
@@ -492,7 +492,7 @@ def test_shard_chunks_partition_the_chunks():
 
 SHARD_KILLER = textwrap.dedent("""
     import json, os, signal, sys
-    from pipeline.translation import translate_shard
+    from pipeline.translation_work import translate_shard
 
     class KillOnSecondChunk:
         calls = 0
@@ -513,7 +513,7 @@ class NoModel:
 
 
 def test_shard_killed_midway_resumes_and_shards_merge_to_the_unsharded_run(tmp_path):
-    from pipeline.translation import read_shards, shard_missing, translate_shard, write_shard
+    from pipeline.translation_work import read_shards, shard_missing, translate_shard, write_shard
 
     texts = [f"sentence number {i}." for i in range(20)]  # 7 chunks of 3: shards of 2, 2 and 3 chunks
     (tmp_path / "texts.json").write_text(json.dumps(texts))
@@ -550,7 +550,7 @@ def test_shard_killed_midway_resumes_and_shards_merge_to_the_unsharded_run(tmp_p
 def test_argos_shards_merge_to_the_unsharded_run(tmp_path_factory, tmp_path):
     """The real model: chunks translated in three shards (separate translators, as on three machines)
     merge to exactly the unsharded output."""
-    from pipeline.translation import read_shards, translate_shard, write_shard
+    from pipeline.translation_work import read_shards, translate_shard, write_shard
 
     unsharded = translate_resumable(ZH, _argos(tmp_path_factory), tmp_path / "plain", 4, "fp")
     for shard in range(3):

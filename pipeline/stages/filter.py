@@ -14,7 +14,7 @@ context, system, src_question, src_passage``), applies ``params.filter`` (back-t
   round-trip chrF where measured.
 
 The back-translation goes chunk by chunk through ``data/translate-work/roundtrip/<lang>/`` (the
-translate stage's resumable chunks, :func:`pipeline.translation.translate_resumable`): a run killed
+translate stage's resumable chunks, :func:`pipeline.translation_work.translate_resumable`): a run killed
 midway resumes from its finished chunks and gives the same rows; the folder is removed on success.
 
 All inputs are read and validated (and the back-translators built) before anything is written; a

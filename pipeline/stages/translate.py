@@ -27,8 +27,8 @@ from ..io import read_parquet, write_parquet
 from ..params import load_params
 from ..reproducibility import current_mode
 from ..schema import PAIR_COLUMNS
-from ..translation import (LazyTranslator, build_translator, pair_texts, read_shards, reference_pairs,
-                           shard_chunks, shard_missing, shard_path, translate_pairs, translate_shard, write_shard)
+from ..translation import LazyTranslator, build_translator, pair_texts, reference_pairs, translate_pairs
+from ..translation_work import read_shards, shard_chunks, shard_missing, shard_path, translate_shard, write_shard
 from .. import console
 
 #: settings that change where or in how many pieces a language is translated, not what comes out:
