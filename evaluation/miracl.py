@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
-from pipeline.errors import DataError, decode_text, field
+from pipeline.errors import DataError, field
+from pipeline.io import decode_text
 from pipeline.normalize import is_blank
 
 HUB_TOPICS = "miracl/miracl"

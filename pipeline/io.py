@@ -5,6 +5,9 @@ the final name, so an interrupted stage never leaves a half-written output for D
 A process killed outright (``kill -9``, out of memory) cannot remove its temporary file or folder:
 a stage calls :func:`remove_stale_temps` on each of its outputs when it starts, which removes exactly
 the temporary names these helpers give that output and nothing else.
+
+The readers (:func:`read_parquet`, :func:`read_text`, :func:`read_json`, :func:`decode_text`) turn a
+missing, undecodable or malformed file into a :class:`~pipeline.errors.DataError` naming it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import DataError
 
 
 @contextlib.contextmanager
@@ -111,8 +116,6 @@ def read_parquet(path: str | Path, required=()):
     import pandas as pd
     import pyarrow as pa
 
-    from .errors import DataError
-
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -130,3 +133,33 @@ def read_parquet(path: str | Path, required=()):
 def write_csv(path: str | Path, df) -> None:
     with atomic_path(path, ".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def decode_text(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8 text (a leading byte-order mark is accepted and dropped); an undecodable byte
+    is an error naming ``where``, the byte, its offset and its line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{where}: not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} "
+                        f"(line {line})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a file (BOM accepted); a missing or undecodable file names the path."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return decode_text(raw, str(path))
+
+
+def read_json(path: str | Path):
+    """A JSON document; undecodable bytes or invalid JSON name the file, the line and the column."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None

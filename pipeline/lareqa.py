@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError, field, read_json
+from .errors import DataError, field
+from .io import read_json
 from .normalize import is_blank
 
 logger = logging.getLogger(__name__)

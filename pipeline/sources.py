@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError, field, read_json, read_text
+from .errors import DataError, field
+from .io import read_json, read_text
 from .lareqa import (
     LAReQA,
     answer_start,
