@@ -20,6 +20,13 @@ are the benchmarks' JSON files, ``<!-- table isa paths -->`` the kernel-path ben
 language (``metrics/gather.json``, ``metrics/data.json``).
 tests/test_readme.py runs the check, so a number in the README or the docs that disagrees with its file
 fails the tests.
+
+The first ``runs``, ``summary`` or ``verdicts`` table of a grid in a file ends with the grid's code mark,
+and the overview's column headings carry it: ``from today's code``, ``stale: train, score@xquad-r
+changed`` (the stages whose .py dependencies or params in the workspace's dvc.lock differ from the grid's
+``code.json``) or ``stale: ran before code identities were recorded`` (no ``code.json``); see
+:mod:`experiments.staleness`. A code change that touches a stage therefore fails ``--check`` until the
+tables are rendered again: the README says which tables are stale.
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from experiments import staleness
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "metrics" / "grids"
@@ -178,15 +187,24 @@ def mining_table(grid: Path) -> str:
     return _table(["mining", "value"], rows)
 
 
-def overview_table(grids: Path) -> str:
-    """Every grid's verdict on every claim, side by side (block ``<!-- table all overview -->``)."""
+def code_mark(grids: Path, grid: str, lock: dict) -> str:
+    """The line under a grid's table (``grid`` as the block names it, ``GRID`` or ``GRID/SET``): whether
+    its runs ran today's code (:mod:`experiments.staleness`)."""
+    return f"*Code of {grid}: {staleness.mark(staleness.grid_stale(grids / grid, lock))}.*"
+
+
+def overview_table(grids: Path, lock: dict | None = None) -> str:
+    """Every grid's verdict on every claim, side by side (block ``<!-- table all overview -->``), each
+    grid's heading with its code mark."""
     found = sorted(p for p in grids.iterdir() if (p / "verdicts.csv").exists())
     claims: dict[str, dict[str, str]] = {}
     for g in found:
         for _, r in pd.read_csv(g / "verdicts.csv").iterrows():
             claims.setdefault(r["claim"], {})[g.name] = r["verdict"]
     rows = [[c] + [v.get(g.name, "n/a") for g in found] for c, v in claims.items()]
-    return _table(["claim (paper)"] + [g.name for g in found], rows)
+    lock = head_lock(grids) if lock is None else lock
+    heads = [f"{g.name} ({staleness.mark(staleness.grid_stale(g, lock))})" for g in found]
+    return _table(["claim (paper)"] + heads, rows)
 
 
 def profile_table(path: Path) -> str:
@@ -317,11 +335,31 @@ KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "
          "verdicts": verdicts_table, "findings": findings_table, "mining": mining_table}
 
 
-def render(text: str, grids: Path = GRIDS) -> str:
+MARKED = ("runs", "summary", "verdicts")  # the first of these tables of a grid in a file ends with its code mark
+
+
+def head_lock(grids: Path) -> dict:
+    """The workspace's dvc.lock of a ``metrics/grids`` folder (``{}`` where there is none)."""
+    path = grids.parent.parent / "dvc.lock"
+    return staleness.read_lock(path) if path.exists() else {}
+
+
+def render(text: str, grids: Path | None = None, lock: dict | None = None) -> str:
+    """Every generated block of ``text`` from the files under ``grids`` (default :data:`GRIDS`); the code
+    marks compare with ``lock`` (default: the dvc.lock beside ``metrics/``)."""
+    grids = GRIDS if grids is None else grids
+    cache: dict[str, dict] = {}
+    marked: set[str] = set()
+
+    def current() -> dict:
+        if "lock" not in cache:
+            cache["lock"] = head_lock(grids) if lock is None else lock
+        return cache["lock"]
+
     def fill(m: re.Match) -> str:
         grid, kind = m.group(2), m.group(3)
         if kind == "overview":
-            return m.group(1) + overview_table(grids) + "\n" + m.group(5)
+            return m.group(1) + overview_table(grids, current()) + "\n" + m.group(5)
         if kind == "default":  # <!-- table xquad-r default -->: metrics/xquad-r.json + metrics/train.json
             return m.group(1) + default_table(grids.parent, grid) + "\n" + m.group(5)
         if kind == "speed":  # <!-- table training speed -->: metrics/training_speed.json
@@ -335,7 +373,11 @@ def render(text: str, grids: Path = GRIDS) -> str:
         if kind not in KINDS:
             raise SystemExit(f"generated block: unknown table kind {kind!r}; valid: {sorted(KINDS)}, overview, "
                              "default, speed, paths, data, profile")
-        return m.group(1) + KINDS[kind](grids / grid) + "\n" + m.group(5)
+        table = KINDS[kind](grids / grid)
+        if kind in MARKED and grid not in marked:
+            marked.add(grid)
+            table += "\n\n" + code_mark(grids, grid, current())
+        return m.group(1) + table + "\n" + m.group(5)
 
     return BLOCK.sub(fill, text)
 
@@ -363,7 +405,8 @@ def main(argv=None) -> int:
         else:
             path.write_text(new, encoding="utf-8")
     for path in stale:
-        print(f"{path}: generated tables differ from metrics/ (run python -m scripts.readme_tables)")
+        print(f"{path}: generated tables or their code marks differ from metrics/ and dvc.lock "
+              "(run python -m scripts.readme_tables)")
     return 1 if stale else 0
 
 

@@ -152,6 +152,12 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
     assert "| X-Y | 3 | 0.800 ± 0.005 | 0.710 ± 0.005 | 0.580 ± 0.005 |" in text and "STALE" not in text
     assert rt.render(text, tmp_path / "grids") == text
     assert rt.render(text.replace("0.580 ± 0.005", "0.581 ± 0.005"), tmp_path / "grids") == text
+    # the runs' code: the workspace's dvc.lock (no dvc.lock in the folder), so today's code
+    from experiments import staleness
+
+    code = json.loads((out / "code.json").read_text())
+    assert [i["runs"] for i in code["identities"]] == [sorted(runs["run"] + "-s" + runs["seed"].astype(str))]
+    assert f"*Code of {grid}: from today's code.*" in rt.render(readme, tmp_path / "grids", staleness.read_lock())
 
 
 def test_every_grid_gives_valid_params_with_the_fold_and_scale_applied():
