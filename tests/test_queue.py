@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # real DVC runs and experiment queues
+
 TOPICS = [("river", "Fluss", "long", "lang"), ("cat", "Katze", "small", "klein"), ("rain", "Regen", "wet", "nass"),
           ("mountain", "Berg", "high", "hoch"), ("lake", "See", "deep", "tief"), ("road", "Straße", "wide", "breit")]
 PARAS = {

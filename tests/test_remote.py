@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real git and DVC processes: push, clone, pull, experiments
+
 STAGE = """\
 import yaml
 factor = yaml.safe_load(open("params.yaml"))["factor"]
