@@ -83,9 +83,9 @@ def test_verdicts_follow_the_intervals(toy_grid):
 def test_readme_blocks_render_the_toy_grid_exactly(toy_grid):
     from scripts.readme_tables import render
 
-    text = "<!-- table toy-cpu summary -->\nstale\n<!-- /table -->\n<!-- table toy-cpu runs -->\n<!-- /table -->\n"
+    text = "<!-- table toy-cpu summary -->\nOLD\n<!-- /table -->\n<!-- table toy-cpu runs -->\n<!-- /table -->\n"
     out = render(text, toy_grid.parent)
-    assert "stale" not in out
+    assert "OLD" not in out  # the block is rewritten
     assert ("| hybrid (alpha 0.5) | 3 | 0.800 ± 0.100 | 0.400 ± 0.050 | 0.200 ± 0.025 | 0.800 ± 0.100 "
             "| 0.400 ± 0.050 | 0.200 ± 0.025 | 12.6 ± 1.6 |") in out
     assert "| X-X | 2 | dev | 20 of 60 | 0.500 | 0.500 | 0.250 | 0.125 | 0.500 | 0.250 | 0.125 | 20.0 |" in out
@@ -150,8 +150,8 @@ def toy_hardneg(tmp_path, monkeypatch):
 def test_a_run_set_writes_its_own_folder_with_findings_not_verdicts(toy_hardneg):
     assert sorted(p.name for p in toy_hardneg.iterdir()) == ["hardneg"]  # the strategies' files: untouched
     out = toy_hardneg / "hardneg"
-    assert sorted(p.name for p in out.iterdir()) == ["findings.csv", "intervals.csv", "per-query.parquet",
-                                                     "runs.csv", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["code.json", "findings.csv", "intervals.csv",
+                                                     "per-query.parquet", "runs.csv", "summary.csv"]
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs["run"].unique()) == list(HARDNEG) and len(runs) == 15  # set order; the xx folder left out
     q = runs[runs["run"] == "hybrid-hn-query"].iloc[0]
@@ -181,10 +181,10 @@ def test_a_run_set_writes_its_own_folder_with_findings_not_verdicts(toy_hardneg)
 def test_readme_blocks_render_a_run_sets_summary_and_findings(toy_hardneg):
     from scripts.readme_tables import render
 
-    text = ("<!-- table toy-cpu/hardneg summary -->\nstale\n<!-- /table -->\n"
+    text = ("<!-- table toy-cpu/hardneg summary -->\nOLD\n<!-- /table -->\n"
             "<!-- table toy-cpu/hardneg findings -->\n<!-- /table -->\n")
     out = render(text, toy_hardneg.parent)
-    assert "stale" not in out
+    assert "OLD" not in out  # the block is rewritten
     assert ("| hybrid-hn-query | 3 | 0.450 ± 0.000 | 0.225 ± 0.000 | 0.113 ± 0.000 | 0.450 ± 0.000 | 0.225 ± 0.000 "
             "| 0.113 ± 0.000 | 15.0 ± 0.0 |") in out
     assert "| hybrid (alpha 0.5) | 3 | 0.500 ± 0.000 |" in out  # the baseline keeps the strategies' name
