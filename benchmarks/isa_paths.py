@@ -17,7 +17,8 @@ fast`` so that the stage keeps the environment set here. The portable pins are o
 machines with more cores still train on the same number of threads). The filter stage runs again under
 ``reproducibility: portable`` with each other path's switches set around it: the pins must override them
 and give metrics/data.json byte for byte. ``--chain PATH ...`` runs train -> index -> score in full under
-the given paths and reports the largest metric differences between them (metrics/isa_paths_chain.json).
+the given paths and reports the largest metric differences from what ``make repro`` (portable, the AVX2
+path) left in the workspace (run it after ``make repro``; ``--out metrics/isa_paths_chain.json``).
 
 Reported per path: the sha256 of the trained weights and of the embeddings, the largest weight and
 embedding difference from the reference path (``avx2``, the portable pins), the final training loss and
@@ -165,6 +166,12 @@ def chain_once(path: str, work: Path, dataset: str = "xquad-r") -> dict:
             dataset: json.loads((out / f"metrics/{dataset}.json").read_text())}
 
 
+def repro_results(dataset: str = "xquad-r") -> dict:
+    """The metrics `make repro` wrote (the workspace's metrics/train.json and metrics/<dataset>.json)."""
+    return {"train": json.loads((ROOT / "metrics/train.json").read_text()),
+            dataset: json.loads((ROOT / f"metrics/{dataset}.json").read_text())}
+
+
 def chain_differences(a: dict, b: dict, dataset: str = "xquad-r") -> dict:
     """Largest absolute difference of the rates, of the rank distances and of the loss between two chains."""
     from scripts.verify import metric_kind
@@ -233,10 +240,12 @@ def main(argv=None) -> None:
         pool = pd.read_parquet(ROOT / "data/split/dev/pool.parquet")
         texts_file = work / "texts.json"
         texts_file.write_text(json.dumps(pool["text"].tolist()[:args.texts]))
-        chains = [chain_once(p, work) for p in args.chain]
-        for c in chains:
-            c["identical_weights_to_first"] = c["weights_sha256"] == chains[0]["weights_sha256"]
-            c["max_abs_difference_to_first"] = chain_differences(chains[0], c)
+        chains = []
+        for p in args.chain:  # against what `make repro` left in the workspace (portable, the AVX2 path)
+            c = chain_once(p, work)
+            c["identical_weights_to_repro"] = c["weights_sha256"] == sha256(ROOT / "models/trained/model.safetensors")
+            c["max_abs_difference_to_repro"] = chain_differences(repro_results(), c)
+            chains.append(c)
         filtering = [filter_once(p, work) for p in args.filter_paths]
         committed = sha256(ROOT / "metrics/data.json")
         for f in filtering:  # the first path is the reference
@@ -260,6 +269,8 @@ def main(argv=None) -> None:
         ref_e.pop("embeddings", None)
         for prec in args.precisions:
             runs = [t for t in training if t["precision"] == prec]
+            if not runs:
+                continue
             ref = next(t for t in runs if t["path"] == REFERENCE)
             for t in runs:
                 t["max_abs_weight_diff_vs_avx2"] = max_diff(ref["weights"], t["weights"]) if t is not ref else 0.0
@@ -292,8 +303,8 @@ def main(argv=None) -> None:
         print(f"{t['path']:28} {t['precision']:5} {t['step_time_vs_avx2_fp32']:>5}x {str(t['identical_to_avx2']):>5} "
               f"{t['max_abs_weight_diff_vs_avx2']:>10.2e} {t['final_train_loss']:>9.6f} {t['dev_multi_map']:>8.6f}")
     for c in chains:
-        print(f"chain {c['path']}: stage seconds {c['wall_s']}, same weights as {chains[0]['path']}: "
-              f"{c['identical_weights_to_first']}, largest differences {c['max_abs_difference_to_first']}")
+        print(f"chain {c['path']}: stage seconds {c['wall_s']}, same weights as make repro: "
+              f"{c['identical_weights_to_repro']}, largest differences {c['max_abs_difference_to_repro']}")
     print(f"wrote {args.out}")
 
 

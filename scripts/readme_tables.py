@@ -290,13 +290,14 @@ def paths_table(path: Path) -> str:
     chain_file = path.parent / f"{path.stem}_chain.json"
     if chain_file.exists():
         c = json.loads(chain_file.read_text())["chain"]
-        tables.append(_table(["train -> index -> score (params.yaml)", "train s", "index s", "same weights",
+        tables.append(_table(["train -> index -> score (params.yaml), against make repro", "train s", "index s",
+                              "same weights",
                               "largest rate difference", "rank distance", "loss"],
                              [[f"`{r['path']}`", f"{r['wall_s']['train']:.0f}", f"{r['wall_s']['index']:.0f}",
-                               yes[r["identical_weights_to_first"]],
-                               f"{r['max_abs_difference_to_first'].get('rate', 0):.6f}",
-                               f"{r['max_abs_difference_to_first'].get('rank_distance', 0):.3f}",
-                               f"{r['max_abs_difference_to_first'].get('loss', 0):.6f}"] for r in c]))
+                               yes[r["identical_weights_to_repro"]],
+                               f"{r['max_abs_difference_to_repro'].get('rate', 0):.6f}",
+                               f"{r['max_abs_difference_to_repro'].get('rank_distance', 0):.3f}",
+                               f"{r['max_abs_difference_to_repro'].get('loss', 0):.6f}"] for r in c]))
     return "\n\n".join(tables)
 
 
