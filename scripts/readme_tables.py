@@ -290,11 +290,17 @@ def paths_table(path: Path) -> str:
     chain_file = path.parent / f"{path.stem}_chain.json"
     if chain_file.exists():
         c = json.loads(chain_file.read_text())["chain"]
+        profile = path.parent / "repro-profile.json"
+        rows = []
+        if profile.exists():  # the reference itself: make repro's own stage times (portable, the AVX2 path)
+            wall = {st["stage"]: st["wall_s"] for st in json.loads(profile.read_text())["stages"]}
+            rows.append(["`make repro` (portable; repro-profile.json)", f"{wall.get('train', 0):.0f}",
+                         f"{wall.get('index@xquad-r', 0):.0f}", "", "", "", "", ""])
         tables.append(_table(["train -> index -> score (params.yaml), against make repro", "train s", "index s",
-                              "same weights",
-                              "largest rate difference", "rank distance", "loss"],
-                             [[f"`{r['path']}`", f"{r['wall_s']['train']:.0f}", f"{r['wall_s']['index']:.0f}",
+                              "same weights", "same kept step", "largest rate difference", "rank distance", "loss"],
+                             rows + [[f"`{r['path']}`", f"{r['wall_s']['train']:.0f}", f"{r['wall_s']['index']:.0f}",
                                yes[r["identical_weights_to_repro"]],
+                               yes[r["max_abs_difference_to_repro"].get("step", 0) == 0],
                                f"{r['max_abs_difference_to_repro'].get('rate', 0):.6f}",
                                f"{r['max_abs_difference_to_repro'].get('rank_distance', 0):.3f}",
                                f"{r['max_abs_difference_to_repro'].get('loss', 0):.6f}"] for r in c]))

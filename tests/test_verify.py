@@ -66,3 +66,28 @@ def test_the_readme_states_the_tolerance_verify_applies():
     assert (f"{TOLERANCE['rate']:g} for mAP and recall, {TOLERANCE['rank_distance']:.1f} for the rank distance, "
             f"{TOLERANCE['loss']:g} for the loss, and the same kept step") in text
     assert TOLERANCE["step"] == 0
+
+
+def test_the_kernel_path_findings_the_readme_states_hold_in_the_benchmark_files():
+    """README: each filter path keeps another set of pairs; portable overrides every path's switches and
+    gives metrics/data.json; a bf16 step on the pinned path is many times slower than fp32 there; the
+    full chain on another path stays well inside verify's tolerance."""
+    import hashlib
+    import json
+
+    from conftest import ROOT
+
+    b = json.loads((ROOT / "metrics/isa_paths.json").read_text())
+    assert len({f["data_json_sha256"] for f in b["filter"]}) == len(b["filter"]) >= 3
+    data_json = hashlib.sha256((ROOT / "metrics/data.json").read_bytes()).hexdigest()
+    assert b["filter_portable"] and all(f["data_json_sha256"] == data_json for f in b["filter_portable"])
+    step = {(t["path"], t["precision"]): t["step_time_vs_avx2_fp32"] for t in b["training"]}
+    assert step[("avx2", "bf16")] > 3 * step[("avx2", "fp32")]
+    encoding = {e["path"]: e for e in b["encoding"]}
+    assert encoding["avx2, 1 thread"]["identical_to_avx2"]  # the pinned encoding ignores the core count
+    chain = json.loads((ROOT / "metrics/isa_paths_chain.json").read_text())["chain"]
+    assert chain
+    for c in chain:
+        worst = c["max_abs_difference_to_repro"]
+        assert worst.get("rate", 0) <= TOLERANCE["rate"] / 2 and worst.get("rank_distance", 0) <= TOLERANCE[
+            "rank_distance"] / 2

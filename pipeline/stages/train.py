@@ -175,8 +175,9 @@ def run(args, params, dev: DevSet, live: Path | None, d: distributed.Dist = dist
         d, device = distributed.setup(p.device)
         if p.precision == "bf16" and device.type == "cpu" and current_mode() == "portable":
             raise PipelineError("train.precision: bf16 on the CPU needs reproducibility: fast (portable pins the "
-                                "kernels to AVX2, which has no bf16 arithmetic: each step about 27x slower); "
-                                "use precision: fp32 for results that regenerate on any machine")
+                                "kernels to AVX2, which has no bf16 arithmetic: each step many times slower, "
+                                "benchmarks/isa_paths.py); use precision: fp32 for results that regenerate on "
+                                "any machine")
         batches = Path(args.batches)
         train_b = text_batches(pd.read_parquet(batches / "train.parquet"), p.hard_negatives)
         val_b = text_batches(pd.read_parquet(batches / "val.parquet"))  # dev pairs are not mined
