@@ -75,7 +75,7 @@ def worker(args) -> dict:
         parts = [assembled[(i * k + j) % len(assembled)] for j in range(k)]
         batches.append(TextBatch(sum((b.queries for b in parts), []), sum((b.passages for b in parts), [])))
     torch.manual_seed(params.seed)
-    enc, optimizer, schedule, _ = _prepare(args.base, p, params.models, device)
+    enc, optimizer, schedule, _ = _prepare(args.base, p, params.encoder, device)
     if d.enabled:
         distributed.broadcast_parameters(enc.model, d)
         torch.manual_seed(params.seed + d.rank)

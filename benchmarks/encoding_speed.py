@@ -65,7 +65,7 @@ def configs(index) -> dict[str, dict]:
 
 
 def encoder(model, params, kw) -> Encoder:
-    return Encoder(model, pooling=params.models.pooling, max_length=params.index.max_length, progress=False, **kw)
+    return Encoder(model, pooling=params.encoder.pooling, max_length=params.encoder.max_length, progress=False, **kw)
 
 
 def sample_texts(ds, n: int) -> tuple[list[str], list[str]]:
@@ -94,7 +94,7 @@ def add_agreement(results: dict, vectors: dict, reference: str = "torch fp32") -
 
 
 def throughput(args, params, ds) -> dict:
-    m = params.models
+    m = params.encoder
     pool_texts, q_texts = sample_texts(ds, args.texts)
     results, vectors = {}, {}
     for name, kw in configs(params.index).items():
@@ -167,7 +167,7 @@ def candidates(args, params, ds) -> dict:
     import pandas as pd
     import torch
 
-    m = params.models
+    m = params.encoder
     pool_texts, q_texts = sample_texts(ds, args.texts)
     train = pd.read_parquet(ROOT / "data/split/train.parquet").sample(150, random_state=0)
     calibration = [m.query_prefix + t for t in train["question"]] + [m.passage_prefix + t for t in train["passage"]]
@@ -212,7 +212,7 @@ def candidates(args, params, ds) -> dict:
 
 def slice_agreement(args, params, ds) -> dict:
     """mAP of torch fp32 and the params.yaml configuration on a slice of XQuAD-R."""
-    m, s = params.models, params.score
+    m, s = params.encoder, params.score
     ids = ds.queries["id"].drop_duplicates().iloc[: args.ids]
     queries = ds.queries[ds.queries["id"].isin(ids)].reset_index(drop=True)
     paras = {":".join(c.split(":")[1:3]) for c in queries["gold"]}
@@ -253,7 +253,7 @@ def _fingerprint(model_dir: Path, kw: dict, max_length: int, prefix: str, texts:
 
 def full_map(args, params, ds) -> dict | None:
     """mono / cross / multi mAP of torch fp32 and the params.yaml configuration on all of XQuAD-R."""
-    m, s = params.models, params.score
+    m, s = params.encoder, params.score
     model = Path(args.full_model)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def worker(name: str, steps: int, warmup: int, base: str, batches: str) -> dict:
     train_b = text_batches(pd.read_parquet(Path(batches) / "train.parquet"), p.hard_negatives)
     train_b = [train_b[i % len(train_b)] for i in range(warmup + steps)]
     torch.manual_seed(params.seed)
-    enc, optimizer, schedule, _ = _prepare(base, p, params.models, device)
+    enc, optimizer, schedule, _ = _prepare(base, p, params.encoder, device)
     trainable = [t for t in enc.model.parameters() if t.requires_grad]
     enc.model.train()
     times, losses = [], []

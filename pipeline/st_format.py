@@ -179,7 +179,8 @@ def model_card(info: dict, results: dict[str, dict] | None = None, licences: dic
 
     params = info.get("params", {})
     models, sampling, train = params.get("models", {}), params.get("sampling", {}), params.get("train", {})
-    q, p = models.get("query_prefix", ""), models.get("passage_prefix", "")
+    encoding = encoding_params(info)
+    q, p = encoding.get("query_prefix", ""), encoding.get("passage_prefix", "")
     untrained = info.get("select_by") == "untrained"
     results = {k: v for k, v in (results or {}).items() if v}
     base_id = base_model_id(info)
@@ -234,7 +235,7 @@ def model_card(info: dict, results: dict[str, dict] | None = None, licences: dic
         f"| seed | {params.get('seed', info.get('seed', 'unknown'))} |",
         f"| steps | {info.get('steps_run', train.get('steps', 'unknown'))} run, step {info.get('best_step', 'unknown')}"
         f" kept (select_by: {info.get('select_by', 'unknown')}) |",
-        f"| pooling | {models.get('pooling', 'mean')}, L2-normalised |",
+        f"| pooling | {encoding.get('pooling', 'mean')}, L2-normalised |",
         f"| prompts | query `{q!r}`, document/passage `{p!r}` |",
         f"| licence | `{meta['license']}`" + (f" (training data: {licence_text})" if licence_text else "") + " |",
         f"| code (git tree of `pipeline/`) | `{info.get('git_revision', 'unknown')}` |",
@@ -331,11 +332,18 @@ def write_card(model_dir: str | Path, out: str | Path, metrics_dir: str | Path =
     return out
 
 
+def encoding_params(info: dict) -> dict:
+    """The prefixes and pooling a ``training.json`` recorded: its ``encoder`` params section (``models`` in files
+    written before the section existed)."""
+    params = info.get("params", {})
+    return params.get("encoder") or params.get("models", {})
+
+
 def write_st_folder(out_dir: str | Path, info: dict, max_length: int) -> None:
-    """sentence-transformers files (prompts and pooling from ``info['params']['models']``) and README.md."""
-    models = info.get("params", {}).get("models", {})
-    write_sentence_transformers_files(out_dir, models.get("pooling", "mean"), models.get("query_prefix", ""),
-                                      models.get("passage_prefix", ""), max_length)
+    """sentence-transformers files (prompts and pooling from ``info['params']['encoder']``) and README.md."""
+    encoding = encoding_params(info)
+    write_sentence_transformers_files(out_dir, encoding.get("pooling", "mean"), encoding.get("query_prefix", ""),
+                                      encoding.get("passage_prefix", ""), max_length)
     out = Path(out_dir)
     source = out / "source.json"  # the base folder's, copied with its other files
     card_info = {**info, "base_source": json.loads(source.read_text(encoding="utf-8"))} if source.exists() else info

@@ -158,7 +158,7 @@ class _Log:
             self.live.end()
 
 
-def _prepare(model_dir, params, models, device):
+def _prepare(model_dir, params, encoding, device):
     """Step 1 of a run: the encoder (embeddings frozen if asked), AdamW and its learning-rate schedule."""
     model, tokenizer = load_encoder(model_dir, device)
     frozen = freeze_word_embeddings(model) if params.freeze_embeddings else 0
@@ -166,7 +166,7 @@ def _prepare(model_dir, params, models, device):
         set_attention_dropout(model, params.attention_dropout)
     if params.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    enc = DualEncoder(model, tokenizer, models.query_prefix, models.passage_prefix, models.pooling,
+    enc = DualEncoder(model, tokenizer, encoding.query_prefix, encoding.passage_prefix, encoding.pooling,
                       params.max_length)
     optimizer = torch.optim.AdamW(parameter_groups(model, params.weight_decay), lr=params.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay(params.steps, params.warmup_ratio))
@@ -285,12 +285,13 @@ def _finish(model: nn.Module, evals: _Evaluations, step: int, stopped_early: boo
     }
 
 
-def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: list[TextBatch], params, models,
+def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: list[TextBatch], params, encoding,
           seed: int, live_dir: str | Path | None = None, device: torch.device | None = None, progress: bool = True,
           dev: DevSet | None = None, dist: Dist = SINGLE):
     """Train the encoder in ``model_dir``; returns ``(model, tokenizer, metrics)`` with the kept weights loaded.
 
-    ``params`` is a :class:`~pipeline.params.TrainParams`, ``models`` a :class:`~pipeline.params.ModelsParams`.
+    ``params`` is a :class:`~pipeline.params.TrainParams`, ``encoding`` an :class:`~pipeline.params.EncoderParams`
+    (prefixes and pooling; the texts are cut at ``params.max_length``).
     The dev set (when given) is scored before the first step and every ``eval_every`` steps, whatever
     the rule, so every run logs the same curve; the validation loss only under ``select_by: val_loss``.
     ``params.select_by`` picks the kept weights (:class:`Selector`); the untouched encoder (step 0)
@@ -317,7 +318,7 @@ def train(model_dir: str | Path, train_batches: list[TextBatch], val_batches: li
     log = _Log(live_dir if dist.is_main else None)
     try:
         torch.manual_seed(seed)
-        enc, optimizer, schedule, frozen = _prepare(model_dir, params, models, device)
+        enc, optimizer, schedule, frozen = _prepare(model_dir, params, encoding, device)
         if dist.enabled:
             broadcast_parameters(enc.model, dist)
             torch.manual_seed(seed + dist.rank)  # dropout draws differ per rank

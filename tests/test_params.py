@@ -137,6 +137,13 @@ def test_overrides_of_a_broken_params_file_name_its_line(tmp_path):
     (lambda d: d["models"].update(encoder="../e5"), "models.encoder: Value error, '../e5' leads out of the project"),
     (lambda d: d["models"].update(encoder="models/../../e5"), "models.encoder: Value error, 'models/../../e5' leads "
                                                                "out of the project"),
+    (lambda d: d["models"].update(encoder="models/my-encoder"), "models.encoder: Value error, 'models/my-encoder' "
+                                                                 "is not in models/local/"),
+    (lambda d: d["models"].update(encoder="data/encoders/e5"), "models.encoder: Value error, 'data/encoders/e5' is "
+                                                                "not in models/local/"),
+    (lambda d: d["models"].update(encoder="models/local/"), "is not in models/local/"),
+    (lambda d: d["models"].update(query_prefix="q: "), "models.query_prefix: now encoder.query_prefix"),
+    (lambda d: d["index"].update(max_length=64), "index.max_length: now encoder.max_length"),
     (lambda d: d["mining"].update(model="/data/miner"), "mining.model: Value error, '/data/miner' is an absolute "
                                                          "path; it must be relative to the project"),
     (lambda d: d["mining"].update(model="../miner"), "mining.model: Value error, '../miner' leads out of the project"),
@@ -166,7 +173,8 @@ def test_paths_outside_their_folder_are_refused_naming_the_key(raw, edit, expect
 
 
 @pytest.mark.parametrize("key, value", [
-    ("encoder", "models/my-encoder"), ("encoder", "./models/e5"), ("encoder", "intfloat/multilingual-e5-small"),
+    ("encoder", "models/local/my-encoder"), ("encoder", "./models/local/e5"),
+    ("encoder", "intfloat/multilingual-e5-small"),
     ("encoder", "xlm-roberta-base"), ("mirror", "../shared"), ("mirror", "/mnt/assets/mirror"),
     ("mirror", "~/mirror"), ("mining", "models/round-1"),
 ])

@@ -66,7 +66,7 @@ def _tiny_params(mirror: Path) -> dict:
               "languages": ["en", "de", "zh"], "licence": "test"}
     params["gather"].update(sources=[source], leakage_guard=["toy"])
     params["translate"]["targets"] = {"de": {"backend": "reference"}, "zh": {"backend": "reference"}}
-    params["models"]["encoder"] = "models/minilm"
+    params["models"]["encoder"] = "models/local/minilm"
     params["dev"]["fraction"] = 0.25
     params["sampling"].update(batch_size=4, batches=2)
     params["train"].update(steps=2, eval_every=1, micro_batch=None, precision="fp32")
@@ -143,7 +143,7 @@ def traced_runs(tmp_path_factory, mirror):
     argos = mirror / "models" / "translate-zh_en-1_9.argosmodel"
     (mirror_dir / "models").mkdir()
     (mirror_dir / "models" / argos.name).symlink_to(argos)
-    shutil.copytree(Path(minilm.__file__).parent / "model", root / "models" / "minilm")
+    shutil.copytree(Path(minilm.__file__).parent / "model", root / "models" / "local" / "minilm")
     params = _tiny_params(mirror_dir)
     (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     import importlib

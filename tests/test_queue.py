@@ -52,7 +52,7 @@ def write_lareqa(folder: Path, split: str) -> None:
         (folder / f"{lang}.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}))
 
 
-def tiny_params(encoder: str = "models/minilm") -> dict:
+def tiny_params(encoder: str = "models/local/minilm") -> dict:
     """Params for the toy data; ``encoder``, a local folder, is inside the project as params.yaml requires."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     toy = {"url": "https://example.invalid/{lang}.json", "languages": ["de", "en"], "licence": "test"}
@@ -91,9 +91,9 @@ def scratch_project(tmp_path):
             shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, project / name)
-    (project / "models").mkdir()
-    (project / "models" / "minilm").symlink_to(Path(pkg.__file__).parent / "model", target_is_directory=True)
-    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params("models/minilm")))
+    (project / "models" / "local").mkdir(parents=True)
+    (project / "models" / "local" / "minilm").symlink_to(Path(pkg.__file__).parent / "model", target_is_directory=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_MIRROR"}
     env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PIPELINE_CACHE=str(tmp_path / "cache"),
@@ -141,6 +141,12 @@ def test_a_missing_mirror_stops_the_train_stage_before_training(scratch_project)
     project, env = scratch_project
     out = dvc(project, "repro", "assemble", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
+    # a local encoder is a dependency of the models stage: a changed file in models/local/ reruns it
+    assert "models:" not in dvc(project, "status", "models", env=env).stdout
+    (project / "models" / "local" / "minilm-notes.txt").write_text("fine-tuned further\n")
+    status = dvc(project, "status", "models", env=env).stdout
+    assert "models:" in status and "modified:" in status and "models/local" in status, status
+    (project / "models" / "local" / "minilm-notes.txt").unlink()
     shutil.rmtree(project.parent / "mirror" / "toy-eval")  # the evaluation set goes missing after gather
     out = dvc(project, "repro", env=env)
     assert out.returncode != 0

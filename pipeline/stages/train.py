@@ -1,7 +1,7 @@
 """DVC stage ``train``: fine-tune the base encoder on the assembled batches.
 
 Reads ``models/base/`` (a Hugging Face folder), ``data/batches/{train,val}.parquet``, the dev set
-``data/split/dev/`` and ``params.train``, ``params.models`` and ``seed``; trains with
+``data/split/dev/`` and ``params.train``, ``params.encoder``, ``params.models`` and ``seed``; trains with
 :func:`pipeline.training.train`, keeps the checkpoint ``train.select_by`` chooses, and writes it to
 ``models/trained/`` atomically: config, model.safetensors, the base folder's tokenizer files unchanged
 and ``training.json`` (params, input md5s, git revision, the kept step and every evaluation), plus
@@ -63,13 +63,13 @@ def untrained(base: str, params, dev: DevSet, out: str, batches: str = "data/bat
     """``steps: 0``: the base model unchanged, scored on the dev set like a trained run's step 0."""
     device = pick_device(params.train.device)
     model, tokenizer = load_encoder(base, device)
-    m = params.models
+    m = params.encoder
     scores = evaluate_dev(DualEncoder(model, tokenizer, m.query_prefix, m.passage_prefix, m.pooling,
                                       params.train.max_length), dev)
     metrics = {"select_by": "untrained", "steps_run": 0, "best_step": 0, "stopped_early": False,
                **{k: round(v, 6) for k, v in scores.items()}}
     with atomic_dir(out) as tmp:
-        copy_model(base, tmp, model_info(params, base, batches, dev_dir, metrics), params.index.max_length)
+        copy_model(base, tmp, model_info(params, base, batches, dev_dir, metrics), params.encoder.max_length)
     return metrics
 
 
@@ -85,9 +85,10 @@ def model_info(params, base: str, batches: str, dev_dir: str, metrics: dict) -> 
     """What made the model (``training.json`` and the model card): params sections, input md5s, git revision."""
     inputs = sorted([*Path(batches).glob("*.parquet"), *Path(dev_dir).glob("*.parquet")])
     return {"base": str(base), "seed": params.seed, "train": params.train.model_dump(),
-            "prefixes": [params.models.query_prefix, params.models.passage_prefix],
-            "pooling": params.models.pooling,
-            "params": {"models": params.models.model_dump(), "sampling": params.sampling.model_dump(),
+            "prefixes": [params.encoder.query_prefix, params.encoder.passage_prefix],
+            "pooling": params.encoder.pooling,
+            "params": {"models": params.models.model_dump(), "encoder": params.encoder.model_dump(),
+                       "sampling": params.sampling.model_dump(),
                        "train": params.train.model_dump(), "seed": params.seed,
                        "languages": list(params.languages)},
             "inputs_md5": {p.as_posix(): file_md5(p) for p in inputs},
@@ -181,14 +182,14 @@ def run(args, params, dev: DevSet, live: Path | None, d: distributed.Dist = dist
         batches = Path(args.batches)
         train_b = text_batches(pd.read_parquet(batches / "train.parquet"), p.hard_negatives)
         val_b = text_batches(pd.read_parquet(batches / "val.parquet"))  # dev pairs are not mined
-        model, _, metrics = train(args.base, train_b, val_b, p, params.models, params.seed, live_dir=live,
+        model, _, metrics = train(args.base, train_b, val_b, p, params.encoder, params.seed, live_dir=live,
                                   device=device, dev=dev, dist=d)
         if not d.is_main:
             return None
         history = metrics.pop("evaluations")
         info = {**model_info(params, args.base, args.batches, args.dev, metrics), "evaluations": history}
         with atomic_dir(args.out) as tmp:
-            save_encoder(model, args.base, tmp, info, params.index.max_length)
+            save_encoder(model, args.base, tmp, info, params.encoder.max_length)
     return metrics
 
 
