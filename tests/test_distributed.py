@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from test_training import LANGS, MODELS, PARAMS, dev_set, pair_table, tiny_model  # noqa: F401  (fixture)
+from test_training import LANGS, ENCODING, PARAMS, dev_set, pair_table, tiny_model  # noqa: F401  (fixture)
 from pipeline.batching import generator, hybrid_batches
 from pipeline.params import TrainParams
 
@@ -174,7 +174,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
         training.optimisation_step = recording_step
         xx = dual_encoder.text_batches(hybrid_batches(pair_table(), LANGS, 4, 8, 1.0, generator(5, 1)))
         params = PARAMS.model_copy(update={"steps": 4, "eval_every": 2, "select_by": "last", "mini_batch_size": 2})
-        model, _, metrics = training.train(model_dir, xx, [], params, MODELS, 7, device=CPU, progress=False,
+        model, _, metrics = training.train(model_dir, xx, [], params, ENCODING, 7, device=CPU, progress=False,
                                            dev=dev_set(), dist=d)
         weights = {n: p.detach().clone() for n, p in model.named_parameters()}
         torch.save(weights, f"{out}/weights.{rank}.pt")

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from test_quality import EN_P, EN_Q, ZH_P, ZH_Q, FakeTranslator, KilledTranslator, _row
-from test_training import MODELS, PARAMS, dev_set, text_batches_of, tiny_model  # noqa: F401  (fixture)
+from test_training import ENCODING, PARAMS, dev_set, text_batches_of, tiny_model  # noqa: F401  (fixture)
 
 from pipeline.params import FilterParams
 
@@ -20,7 +20,7 @@ def test_training_prints_a_line_per_quarter_of_its_steps_and_evaluations(tiny_mo
 
     params = PARAMS.model_copy(update={"select_by": "dev", "steps": 12, "eval_every": 4, "patience": 10})
     live = tmp_path / "live"
-    *_, metrics = train(tiny_model, text_batches_of(), [], params, MODELS, 7, live_dir=live,
+    *_, metrics = train(tiny_model, text_batches_of(), [], params, ENCODING, 7, live_dir=live,
                         device=torch.device("cpu"), dev=dev_set())
     out, err = capsys.readouterr()
     steps = [line for line in out.splitlines() if " steps (" in line]
@@ -40,7 +40,7 @@ def test_an_early_stop_ends_the_progress_with_where_it_stopped(tiny_model, capsy
 
     params = PARAMS.model_copy(update={"select_by": "dev", "steps": 12, "eval_every": 2, "patience": 1,
                                        "lr": 5.0, "warmup_ratio": 0.0})
-    *_, metrics = train(tiny_model, text_batches_of(), [], params, MODELS, 7, device=torch.device("cpu"),
+    *_, metrics = train(tiny_model, text_batches_of(), [], params, ENCODING, 7, device=torch.device("cpu"),
                         dev=dev_set())
     out = capsys.readouterr().out
     assert metrics["stopped_early"] and metrics["steps_run"] < 12
@@ -51,7 +51,7 @@ def test_an_early_stop_ends_the_progress_with_where_it_stopped(tiny_model, capsy
 def test_training_without_progress_prints_nothing(tiny_model, capsys):  # noqa: F811
     from pipeline.training import train
 
-    train(tiny_model, text_batches_of(), [], PARAMS.model_copy(update={"select_by": "last", "steps": 2}), MODELS, 7,
+    train(tiny_model, text_batches_of(), [], PARAMS.model_copy(update={"select_by": "last", "steps": 2}), ENCODING, 7,
           device=torch.device("cpu"), progress=False)
     assert capsys.readouterr().out == ""
 
