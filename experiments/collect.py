@@ -63,7 +63,8 @@ def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, hea
 def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str,
          run_set_name: str = DEFAULT_SET, code: list[tuple[str, str, dict]] = ()) -> Path:
     """``runs.csv`` (rows in the set's run order, then by seed, with ``device``), ``per-query.parquet`` and
-    ``code.json`` of ``code`` (``(run, commit, dvc.lock)`` per run, :func:`experiments.staleness.write`)."""
+    ``code.json`` of ``code`` (``(run, commit, dvc.lock, overridden keys)`` per run,
+    :func:`experiments.staleness.write`)."""
     out = grids.out_dir(grid, run_set_name)
     out.mkdir(parents=True, exist_ok=True)
     if code:
@@ -114,7 +115,8 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
         path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
         per_query.append(pd.read_parquet(path)[per_query_columns(headline)].assign(run=run, seed=seed))
         # the experiment's commit sits on the commit it was queued from: that one names the code
-        code.append((f"{run}-s{seed}", staleness.commit_of(f"{exp['rev']}^"), staleness.lock_at(exp["rev"])))
+        code.append((f"{run}-s{seed}", staleness.commit_of(f"{exp['rev']}^"), staleness.lock_at(exp["rev"]),
+                     staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
     if not rows:
         raise SystemExit(f"no experiments named {grid}-<run>-s<seed> of run set {run_set_name}; run "
                          f"`... run --grid {grid} --runs {run_set_name}` first")
@@ -143,5 +145,6 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
         per_query.append(pd.read_parquet(run_dir / "per_query.parquet")[per_query_columns(headline)]
                          .assign(run=run, seed=seed))
         lock = next(p for p in (run_dir / "dvc.lock", folder / "dvc.lock", ROOT / "dvc.lock") if p.exists())
-        code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock)))
+        code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock),
+                     staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
     return save(grid, rows, per_query, device, run_set_name, code)

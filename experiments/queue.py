@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from pipeline.reproducibility import machine
+
 from . import grids
 from .grids import DEFAULT_SET, ROOT
 
@@ -64,5 +66,6 @@ def run_queued(grid: str, names: list[str], jobs: int, run_set_name: str = DEFAU
     print(f"grid {grid}: {len(names)} experiments in {minutes} min", flush=True)
     out = grids.out_dir(grid, run_set_name)
     out.mkdir(parents=True, exist_ok=True)
+    where = {k: v for k, v in machine().items() if k in ("cpu", "cores", "isa_flags")}
     (out / "wall.json").write_text(json.dumps({"experiments": len(names), "parallel_experiments": jobs,
-                                               "wall_min": minutes}, indent=2) + "\n")
+                                               "wall_min": minutes, "machine": where}, indent=2) + "\n")

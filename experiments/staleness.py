@@ -8,11 +8,15 @@ per stage of their ``dvc.lock``, with the runs that used it::
 
 A stage's digest is the sha256 of the sorted ``(path, md5)`` of its ``.py`` dependencies and of its
 ``params`` entry: the code and the settings it ran with, not its data (data that changes follows from
-them). :func:`stale_stages` compares them with the workspace's ``dvc.lock`` the same way, by stage name
-(foreach stages as ``index@xquad-r``). Only ``yaml`` and ``json`` are read: no DVC import.
+them). The params keys a grid sets itself with ``-S`` (``sampling.mode``, ``seed``, ...) are left out of
+the digest and listed in the identity as ``overridden``: a run applies them on top of whatever
+params.yaml says, so only the rest of params.yaml can make it stale. :func:`stale_stages` compares the
+digests with the workspace's ``dvc.lock`` the same way, by stage name (foreach stages as
+``index@xquad-r``). Only ``yaml`` and ``json`` are read: no DVC import.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -27,16 +31,38 @@ BEFORE = "ran before code identities were recorded"
 CURRENT = "from today's code"
 
 
-def stage_digest(stage: dict) -> str:
-    """sha256 of a dvc.lock stage's ``.py`` dependencies (sorted ``(path, md5)``) and its ``params``."""
+def _without(params: dict, keys) -> dict:
+    """A dvc.lock ``params`` entry (``{file: {key: value}}``) without the dotted ``keys``: a key is dropped
+    where the entry names it, or removed from inside the section the entry names (``sampling.mode`` from
+    ``sampling``)."""
+    out = copy.deepcopy(params)
+    for values in out.values():
+        for key in keys:
+            for name in list(values):
+                if name == key:
+                    del values[name]
+                elif key.startswith(name + ".") and isinstance(values[name], dict):
+                    *path, last = key[len(name) + 1:].split(".")
+                    node = values[name]
+                    for part in path:
+                        node = node.get(part) if isinstance(node, dict) else None
+                    if isinstance(node, dict):
+                        node.pop(last, None)
+    return out
+
+
+def stage_digest(stage: dict, overridden=()) -> str:
+    """sha256 of a dvc.lock stage's ``.py`` dependencies (sorted ``(path, md5)``) and its ``params``
+    without the ``overridden`` keys."""
     code = sorted((d["path"], d.get("md5", "")) for d in stage.get("deps") or [] if d["path"].endswith(".py"))
-    text = json.dumps({"code": code, "params": stage.get("params") or {}}, sort_keys=True, default=str)
+    params = _without(stage.get("params") or {}, overridden)
+    text = json.dumps({"code": code, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def lock_digests(lock: dict) -> dict[str, str]:
+def lock_digests(lock: dict, overridden=()) -> dict[str, str]:
     """Stage name -> :func:`stage_digest` of a parsed dvc.lock."""
-    return {name: stage_digest(stage) for name, stage in (lock.get("stages") or {}).items()}
+    return {name: stage_digest(stage, overridden) for name, stage in (lock.get("stages") or {}).items()}
 
 
 def read_lock(path: Path = ROOT / "dvc.lock") -> dict:
@@ -54,14 +80,20 @@ def commit_of(rev: str = "HEAD") -> str:
                           text=True).stdout.strip()
 
 
-def identities(runs: list[tuple[str, str, dict]]) -> dict:
-    """``code.json`` of ``(run name, commit, parsed dvc.lock)`` per run: runs with the same stage digests
-    share one identity (with every commit they started from)."""
+def override_keys(overrides) -> list[str]:
+    """The dotted keys of ``-S key=value`` overrides, sorted."""
+    return sorted({o.split("=", 1)[0].strip() for o in overrides})
+
+
+def identities(runs) -> dict:
+    """``code.json`` of ``(run name, commit, parsed dvc.lock[, overridden keys])`` per run: runs with the same
+    overridden keys and stage digests share one identity (with every commit they started from)."""
     found: dict[str, dict] = {}
-    for run, commit, lock in runs:
-        stages = lock_digests(lock)
-        key = json.dumps(stages, sort_keys=True)
-        ident = found.setdefault(key, {"commits": [], "stages": stages, "runs": []})
+    for run, commit, lock, *rest in runs:
+        overridden = sorted(rest[0]) if rest else []
+        stages = lock_digests(lock, overridden)
+        key = json.dumps([overridden, stages], sort_keys=True)
+        ident = found.setdefault(key, {"commits": [], "overridden": overridden, "stages": stages, "runs": []})
         if commit not in ident["commits"]:
             ident["commits"].append(commit)
         ident["runs"].append(run)
@@ -86,13 +118,14 @@ def stale_stages(code_json: dict | None, head_lock: dict) -> list[str]:
     ``[UNKNOWN]`` without a ``code_json`` (the grid ran before identities were recorded)."""
     if code_json is None:
         return [UNKNOWN]
-    head = lock_digests(head_lock)
     changed: list[str] = []
     for ident in _identities(code_json):
+        head = lock_digests(head_lock, ident.get("overridden") or ())
         ran = ident.get("stages") or {}
         for name in list(head) + [n for n in ran if n not in head]:
             if head.get(name) != ran.get(name) and name not in changed:
                 changed.append(name)
+    head = lock_digests(head_lock)
     order = {n: i for i, n in enumerate(head)}
     return sorted(changed, key=lambda n: order.get(n, len(order)))
 

@@ -156,7 +156,10 @@ def test_collect_report_and_readme_tables_from_a_results_folder(tmp_path, monkey
     from experiments import staleness
 
     code = json.loads((out / "code.json").read_text())
-    assert [i["runs"] for i in code["identities"]] == [sorted(runs["run"] + "-s" + runs["seed"].astype(str))]
+    # one identity per set of overridden keys (untrained: train.steps; xx and xy: sampling.mode; hybrid: + alpha)
+    found = sorted(r for i in code["identities"] for r in i["runs"])
+    assert found == sorted(runs["run"] + "-s" + runs["seed"].astype(str)) and len(code["identities"]) == 3
+    assert all("seed" in i["overridden"] for i in code["identities"])
     assert f"*Code of {grid}: from today's code.*" in rt.render(readme, tmp_path / "grids", staleness.read_lock())
 
 

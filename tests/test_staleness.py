@@ -117,3 +117,34 @@ def test_the_check_fails_on_a_code_change_and_says_how_to_render(tmp_path, lock,
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(changed))
     assert rt.main(["--check", str(doc)]) == 1
     assert "run python -m scripts.readme_tables" in capsys.readouterr().out
+
+
+def test_the_keys_a_grid_sets_itself_never_make_it_stale_but_the_rest_of_their_section_does(lock):
+    """A grid's runs differ from params.yaml in the keys they override (sampling.mode, seed, ...): those are
+    left out of the digests; a change elsewhere in the same section still names the stage."""
+    from experiments import staleness
+
+    ran = copy.deepcopy(lock)
+    sampling = ran["stages"]["assemble"]["params"]["params.yaml"]["sampling"]
+    sampling["mode"] = "xx" if sampling["mode"] != "xx" else "xy"
+    ran["stages"]["assemble"]["params"]["params.yaml"]["seed"] = 99
+    keys = staleness.override_keys(["sampling.mode=xx", "seed=99"])
+    assert keys == ["sampling.mode", "seed"]
+    assert staleness.stale_stages(staleness.identities([("xx-s99", "c0ffee", ran)]), lock) == ["assemble"]
+    code = staleness.identities([("xx-s99", "c0ffee", ran, keys)])
+    assert code["identities"][0]["overridden"] == keys
+    assert staleness.stale_stages(code, lock) == []
+    moved = copy.deepcopy(lock)
+    moved["stages"]["assemble"]["params"]["params.yaml"]["sampling"]["batch_size"] += 1
+    assert staleness.stale_stages(code, moved) == ["assemble"]
+
+
+def test_the_fold_a_cpu_grid_records_the_keys_each_run_overrode():
+    from experiments import grids
+
+    code = json.loads((ROOT / "metrics" / "grids" / "mlqa2xquad-cpu" / "code.json").read_text())
+    for ident in code["identities"]:
+        for name in ident["runs"]:
+            run, seed = name.rsplit("-s", 1)
+            assert ident["overridden"] == sorted({o.split("=")[0] for o in grids.overrides("mlqa2xquad-cpu", run,
+                                                                                         int(seed))}), name
