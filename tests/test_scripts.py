@@ -124,6 +124,7 @@ def toy_hardneg(tmp_path, monkeypatch):
     monkeypatch.setattr(grids, "OUT", tmp_path / "grids")
     monkeypatch.setattr(grids, "dataset_of", lambda grid: ("toy", []))
     monkeypatch.setattr(grids, "headline_of", lambda grid: headline_metrics((1, 10)))
+    monkeypatch.setattr(grids, "overrides", lambda grid, run, seed, run_set_name: [f"seed={seed}"])
     folder = tmp_path / "results"
     cases = [(run, seed, v, rank) for run, (v, ranks) in HARDNEG.items()
              for seed, rank in zip((1, 2, 3), ranks, strict=True)]
