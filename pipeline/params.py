@@ -201,6 +201,13 @@ class SourceSpec(Section):
     columns: dict[str, str] | None = Field(None, description="hf: maps question/passage/id to column names")
     languages: list[Lang] = ["en"]
     licence: str
+    leakage_guard: list[str] = Field(
+        default_factory=list, description="evaluation sets (datasets keys) kept out of this source, besides "
+                                          "gather.leakage_guard (the union of both applies)")
+    limit: int | None = Field(
+        None, ge=1, description="keep this many English questions (with their translations), drawn after cleaning "
+                                "and the leakage guard in the order of sha256(sample_seed, pair_id); null: all")
+    sample_seed: int = Field(0, ge=0, description="draws the questions that limit keeps")
 
     @model_validator(mode="after")
     def _where(self):
@@ -215,10 +222,36 @@ class SourceSpec(Section):
         return self
 
 
+#: sha256 of SQuAD v1.1 dev (dev-v1.1.json), the file XQuAD was made from (240 of its paragraphs)
+SQUAD_DEV_SHA256 = "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"
+SQUAD_DEV_HUB_IDS = ("squad", "rajpurkar/squad")  # their validation split is SQuAD v1.1 dev
+
+
+def is_xquad(name: str, spec: DatasetSpec) -> bool:
+    """An evaluation set made from XQuAD (XQuAD-R): by its name, path or URL."""
+    return any("xquad" in (text or "").lower() for text in (name, spec.path, spec.url))
+
+
+def squad_dev(spec: SourceSpec) -> str | None:
+    """What makes a source SQuAD v1.1 dev by its params (its pin, file name or hub id and split), else None."""
+    if spec.type == "squad" and spec.sha256 == SQUAD_DEV_SHA256:
+        return f"sha256 {SQUAD_DEV_SHA256[:12]}..."
+    names = [posixpath.basename(x.split("?")[0]) for x in (spec.path, spec.url) if x]
+    if spec.type == "squad" and "dev-v1.1.json" in names:
+        return "dev-v1.1.json"
+    if spec.type == "hf" and spec.hub_id in SQUAD_DEV_HUB_IDS and spec.split.startswith("validation"):
+        return f"{spec.hub_id} split {spec.split}"
+    return None
+
+
 class GatherParams(Section):
+    """The training sources. A source is kept apart from the evaluation sets of ``leakage_guard`` and of its
+    own ``leakage_guard`` (both apply). SQuAD v1.1 dev is refused as a source while an XQuAD set is
+    evaluated (``index.datasets``): XQuAD, hence XQuAD-R, was made from it, so train on SQuAD train."""
+
     sources: list[SourceSpec]
     with_context: bool = Field(False, description="keep the answer's paragraph in the pairs' context column")
-    leakage_guard: list[str] = Field(default_factory=list, description="evaluation sets kept out of training")
+    leakage_guard: list[str] = Field(default_factory=list, description="evaluation sets kept out of every source")
 
 
 class TargetSpec(Section):
@@ -473,6 +506,7 @@ class Params(Section):
         for name in self.gather.leakage_guard:
             if name not in self.datasets:
                 raise ValueError(f"gather.leakage_guard: unknown dataset {name!r}; valid: {sorted(self.datasets)}")
+        self._check_source_guards()
         for lang, spec in self.translate.targets.items():
             if spec.backend == "ctranslate2" and spec.model not in self.translate.models:
                 raise ValueError(
@@ -486,6 +520,29 @@ class Params(Section):
                     f"(valid: {sorted(self.translate.models)})"
                 )
         return self
+
+    def _check_source_guards(self) -> None:
+        """Per-source guards name known sets; no source is guarded against itself (every pair would go);
+        SQuAD v1.1 dev trains no model evaluated on XQuAD-R."""
+        xquad = [n for n in self.index.datasets if n in self.datasets and is_xquad(n, self.datasets[n])]
+        for s in self.gather.sources:
+            key = f"gather.sources[{s.name}]"
+            for name in s.leakage_guard:
+                if name not in self.datasets:
+                    raise ValueError(f"{key}.leakage_guard: unknown dataset {name!r}; valid: {sorted(self.datasets)}")
+            for name in dict.fromkeys([*self.gather.leakage_guard, *s.leakage_guard]):
+                spec = self.datasets[name]
+                if s.type == "lareqa" and s.path and _normalized(s.path) == _normalized(spec.path):
+                    where = "gather.leakage_guard" if name in self.gather.leakage_guard else f"{key}.leakage_guard"
+                    raise ValueError(f"{where}: {name!r} is the source {s.name!r} itself (path {s.path}): the guard "
+                                     f"would remove every pair; list {name!r} only in the leakage_guard of the "
+                                     f"other sources ({key}.leakage_guard is per source)")
+            dev = squad_dev(s)
+            if dev and xquad:
+                raise ValueError(f"{key}: SQuAD v1.1 dev ({dev}) is what XQuAD, hence {xquad[0]!r} "
+                                 f"(index.datasets), was made from; it cannot train a model evaluated on it (the "
+                                 f"leakage guard removes exact overlaps, not the rest of the same articles): use "
+                                 f"SQuAD v1.1 train (train-v1.1.json)")
 
     @property
     def mirror_path(self) -> Path:

@@ -21,9 +21,10 @@ Loaders, by ``SourceSpec.type``:
 Every file loader applies the evaluation loader's rules (``docs/data-rules.md``): UTF-8 with an
 optional byte-order mark, valid ``sentence_breaks``, question ids unique in a file, no blank question
 or answer sentence. Malformed input raises :class:`pipeline.errors.DataError` naming the file, the
-record and the field. Then :func:`clean_pairs` drops empty and duplicate pairs and
-:func:`apply_leakage_guard` drops every pair whose question or passage also occurs, after
-:func:`pipeline.normalize.normalize`, in an evaluation set.
+record and the field. Then :func:`clean_pairs` drops empty and duplicate pairs,
+:func:`apply_leakage_guards` drops every pair whose question or passage also occurs, after
+:func:`pipeline.normalize.normalize`, in an evaluation set its source is guarded against, and
+:func:`limit_pairs` keeps a fixed sample of a source's English questions (``SourceSpec.limit``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .assets import sha256_of
 from .errors import DataError, field
 from .io import read_json, read_text
 from .lareqa import (
@@ -80,6 +82,7 @@ class SourcePairs:
     location: str
     pairs: pd.DataFrame
     dropped: dict[str, int] = dataclass_field(default_factory=dict)  # reason -> count (unanswerable, no_source, ...)
+    sha256: str | None = None  # of a squad source's file
 
 
 # --------------------------------------------------------------------------- loaders
@@ -286,9 +289,11 @@ def load_source(spec, mirror: str | Path, with_context: bool = False,
     """Load one ``SourceSpec``; ``languages`` (params.languages) limits the translations read."""
     if spec.type in ("squad", "hf") and list(spec.languages) != [SOURCE_LANG]:
         raise DataError(f"source {spec.name!r}: field 'languages' must be [{SOURCE_LANG}] for type {spec.type!r}")
-    dropped = {}
+    dropped, sha = {}, None
     if spec.type == "squad":
-        df, dropped["unanswerable"] = load_squad(source_files(spec, mirror), spec.name, with_context)
+        path = source_files(spec, mirror)
+        sha = spec.sha256 or sha256_of(path)  # a pinned file was checked against its pin
+        df, dropped["unanswerable"] = load_squad(path, spec.name, with_context)
     elif spec.type == "lareqa":
         files = source_files(spec, mirror, None if languages is None else list(languages))
         df, dropped["no_source"] = load_lareqa_source(files, spec.name, with_context)
@@ -298,7 +303,7 @@ def load_source(spec, mirror: str | Path, with_context: bool = False,
         df, dropped = load_hf(spec.hub_id, spec.split, spec.columns, spec.name, with_context)
     else:  # pragma: no cover - params validation forbids it
         raise DataError(f"source {spec.name!r}: unknown type {spec.type!r}")
-    return SourcePairs(spec.name, spec.type, spec.licence, source_location(spec), df, dropped)
+    return SourcePairs(spec.name, spec.type, spec.licence, source_location(spec), df, dropped, sha)
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -345,6 +350,33 @@ def evaluation_texts(datasets: Iterable[LAReQA]) -> set[str]:
     return texts
 
 
+def _hits(df: pd.DataFrame, texts: set[str], qn: pd.Series, pn: pd.Series) -> set[str]:
+    """pair_ids with a question or passage (normalised: ``qn``, ``pn``) in ``texts``, in any language."""
+    return set(df.loc[qn.isin(texts) | pn.isin(texts), "pair_id"])
+
+
+def apply_leakage_guards(df: pd.DataFrame, texts: dict[str, set[str]], guards: dict[str, list[str]]
+                         ) -> tuple[pd.DataFrame, dict[tuple[str, str], int], dict[str, dict[tuple[str, str], int]]]:
+    """Drop every pair of a source that shares a question or passage with an evaluation set it is guarded
+    against: ``texts`` maps each set to its :func:`evaluation_texts`, ``guards`` each source to its sets
+    (a source not in ``guards`` is not guarded).
+
+    As in :func:`apply_leakage_guard`, a hit in any language removes the whole pair. Returns the kept
+    rows, the rows removed per ``(source, lang)`` and, per evaluation set, the rows that hit it per
+    ``(source, lang)`` (a pair in two sets counts in both; the removal counts it once).
+    """
+    qn, pn = df["question"].map(normalize), df["passage"].map(normalize)
+    hits = {name: _hits(df, t, qn, pn) for name, t in texts.items()}
+    leaked = pd.Series(False, index=df.index)
+    by_set = {}
+    for name, ids in hits.items():
+        guarded = df["source"].isin([s for s, sets in guards.items() if name in sets])
+        hit = guarded & df["pair_id"].isin(ids)
+        by_set[name] = _count(df, hit)
+        leaked |= hit
+    return df[~leaked].reset_index(drop=True), _count(df, leaked), by_set
+
+
 def apply_leakage_guard(df: pd.DataFrame, texts: set[str]) -> tuple[pd.DataFrame, dict[tuple[str, str], int]]:
     """Drop every pair whose question or passage, normalised, is in ``texts`` (see :func:`evaluation_texts`).
 
@@ -355,3 +387,27 @@ def apply_leakage_guard(df: pd.DataFrame, texts: set[str]) -> tuple[pd.DataFrame
     hit = df["question"].map(normalize).isin(texts) | df["passage"].map(normalize).isin(texts)
     leaked = df["pair_id"].isin(set(df.loc[hit, "pair_id"]))
     return df[~leaked].reset_index(drop=True), _count(df, leaked)
+
+
+# --------------------------------------------------------------------------- sample
+
+def sample_key(seed: int, pid: str) -> str:
+    """Where a pair comes in a source's sample order: sha256 of the seed and its ``pair_id``."""
+    return hashlib.sha256(f"{seed}\x1f{pid}".encode()).hexdigest()
+
+
+def limit_pairs(df: pd.DataFrame, source: str, limit: int | None, seed: int = 0
+                ) -> tuple[pd.DataFrame, dict[tuple[str, str], int]]:
+    """Keep ``limit`` English questions of ``source`` (all when fewer or ``None``) with their translations.
+
+    The questions kept are the first ``limit`` in the order of :func:`sample_key`: the same on every
+    machine and library version, nested (a smaller limit keeps a subset), and moved little by pairs
+    that cleaning or the guard remove. Other sources' rows and the row order are untouched. Returns the
+    kept rows and the rows sampled away per ``(source, lang)``.
+    """
+    if limit is None:
+        return df, {}
+    own = df["source"] == source
+    ids = sorted(set(df.loc[own & (df["lang"] == SOURCE_LANG), "pair_id"]), key=lambda pid: sample_key(seed, pid))
+    away = own & ~df["pair_id"].isin(set(ids[:limit]))
+    return df[~away].reset_index(drop=True), _count(df, away)
