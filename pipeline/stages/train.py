@@ -40,7 +40,7 @@ from ..io import atomic_dir, remove_stale_temps, write_json
 from ..lareqa import dataset_files
 from ..params import load_params, untraced
 from ..reproducibility import current_mode, machine
-from ..st_format import git_revision
+from ..st_format import code_digest
 from ..device import pick_device
 from ..dual_encoder import DualEncoder, text_batches
 from ..model_io import copy_model, load_encoder, save_encoder
@@ -92,7 +92,7 @@ def model_info(params, base: str, batches: str, dev_dir: str, metrics: dict) -> 
                        "train": params.train.model_dump(), "seed": params.seed,
                        "languages": list(params.languages)},
             "inputs_md5": {p.as_posix(): file_md5(p) for p in inputs},
-            "sources": [s.name for s in params.gather.sources], "git_revision": git_revision(),
+            "sources": [s.name for s in params.gather.sources], "code": code_digest(),
             # portable: the same bytes on any machine, so no machine is named; fast: this machine's kernels
             "reproducibility": current_mode(), **({"machine": machine()} if current_mode() == "fast" else {}),
             **{k: v for k, v in metrics.items() if k not in TIMING_KEYS}}
