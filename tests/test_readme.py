@@ -185,22 +185,17 @@ def test_relative_links_of_the_readme_and_the_docs_resolve():
                 assert anchor in {_anchor(h) for h in headings}, f"{doc.name}: link to {target}, no such heading"
 
 
-def test_the_default_run_is_the_fold_a_cpu_grids_hybrid_seed_13_while_that_grid_is_current():
-    """docs/results.md says `make repro` is hybrid seed 13 of the fold A CPU grid, with the same numbers:
-    true while the grid ran today's code; once the code moves on, the sentence must go."""
+def test_the_default_run_gives_the_numbers_of_the_fold_a_cpu_grids_hybrid_seed_13():
+    """docs/results.md says `make repro` gives the numbers of hybrid seed 13 of the fold A CPU grid: while it
+    says so, metrics/xquad-r.json and that row of runs.csv must agree to the last written digit."""
     import json
 
     import pandas as pd
 
-    from experiments.staleness import grid_stale, read_lock
-
     grid = ROOT / "metrics" / "grids" / "mlqa2xquad-cpu"
-    claim = "`make repro` is the run hybrid seed 13 of this grid, with the same numbers"
-    said = claim in " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split())
-    if grid_stale(grid, read_lock()):
-        assert not said, "docs/results.md: the fold A CPU grid is stale, so make repro is no longer its hybrid-s13"
-        return
-    assert said
+    claim = "`make repro` gives the numbers of this grid's hybrid seed 13"
+    if claim not in " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split()):
+        pytest.skip("docs/results.md no longer says the default run repeats the grid's hybrid seed 13")
     row = pd.read_csv(grid / "runs.csv").query("run == 'hybrid' and seed == 13").iloc[0]
     default = json.loads((ROOT / "metrics" / "xquad-r.json").read_text())
     shared = [c for c in row.index if c in default]
