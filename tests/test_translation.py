@@ -336,6 +336,17 @@ def test_stage_reference_and_ctranslate2(tiny_nllb, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="'es' is not in params.yaml translate.targets"):
         stage.main(["--lang", "es", *args])
 
+    # reference with fill: the human translation where the source carries one, the model for the rest
+    params["translate"]["targets"]["de"] = {"backend": "reference", "fill": "tiny"}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    stage.main(["--lang", "de", *args])
+    filled = pd.read_parquet(tmp_path / "out" / "de.parquet")
+    assert list(filled.columns) == OUT_COLUMNS and len(filled) == 3
+    assert filled.iloc[0].to_dict() == de.iloc[0].to_dict(), "the human translation is kept as it was"
+    assert filled["system"].tolist() == ["reference", "ctranslate2:tiny", "ctranslate2:tiny"]
+    assert sorted(filled["pair_id"]) == sorted(fr["pair_id"])
+    assert not (tmp_path / "work" / "de").exists()
+
 
 # --- devices, batch types and shards -----------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 ``python -m pipeline.stages.translate --lang <iso>`` reads ``data/gathered/pairs.parquet`` and writes
 ``data/translated/<lang>.parquet`` (pair_id, source, lang, question, passage, context, system,
 src_question, src_passage). ``translate.targets[lang].backend`` picks how: ``reference`` keeps the
-human translations the source carries; ``ctranslate2`` translates the English pairs with
-``translate.models[model]``, resumably through ``data/translate-work/<lang>/`` (removed on success).
+human translations the source carries (with ``fill: <model>``, the English pairs no source carries a
+human translation of are machine-translated by ``translate.models[fill]`` and added after them);
+``ctranslate2`` translates the English pairs with ``translate.models[model]``, resumably through
+``data/translate-work/<lang>/`` (removed on success).
 
 Shards (ctranslate2 only): ``--shard i/N`` (0-based) translates only the i-th of N contiguous pieces of
 the language's chunks into ``data/translate-shards/<lang>/shard-<i>-of-<N>.json`` and stops, so pieces
@@ -22,7 +24,10 @@ import shutil
 import time
 from pathlib import Path
 
-from ..assets import cache_root
+import pandas as pd
+
+from ..assets import cache_root, sha256_of
+from ..generation import PROMPTS_FILE
 from ..io import read_parquet, write_parquet
 from ..params import load_params
 from ..reproducibility import current_mode
@@ -65,23 +70,31 @@ def main(argv=None) -> None:
     pairs = read_parquet(args.pairs, required=PAIR_COLUMNS)
     t0 = time.perf_counter()
     report = {"lang": args.lang, "backend": spec.backend}
+    reference = None
     if spec.backend == "reference":
-        if args.shard:
+        if args.shard and not spec.fill:
             print(json.dumps({**report, "shard": "/".join(map(str, args.shard)),
                               "note": "a reference target has nothing to translate; nothing written"}))
             return
-        out = reference_pairs(pairs, args.lang, where=args.pairs)
+        reference = reference_pairs(pairs, args.lang, where=args.pairs, allow_empty=bool(spec.fill))
+        if spec.fill:  # the English pairs without a human translation go to the model
+            pairs = pairs[~pairs["pair_id"].isin(set(reference["pair_id"]))]
+            report["fill"], report["reference_rows"] = spec.fill, len(reference)
+    if spec.backend == "reference" and not spec.fill:
+        out = reference
     else:
-        report["model"] = spec.model
-        model = p.models[spec.model]
+        name = spec.model if spec.backend == "ctranslate2" else spec.fill
+        report["model"] = name
+        model = p.models[name]
         translator = LazyTranslator(lambda: build_translator(model, p, params.mirror_path, "en", args.lang,
-                                                             cache_root() / "translation" / spec.model))
+                                                             cache_root() / "translation" / name))
+        prompt = {"prompt": sha256_of(PROMPTS_FILE)} if model.kind == "gemma" else {}
         fingerprint = json.dumps({"model": model.model_dump(exclude_unset=True), "arithmetic": current_mode(),
-                                  "settings": p.model_dump(exclude=PLACEMENT_SETTINGS)}, sort_keys=True)
+                                  "settings": p.model_dump(exclude=PLACEMENT_SETTINGS), **prompt}, sort_keys=True)
         work, shard_dir = Path(args.work) / args.lang, Path(args.shards_dir) / args.lang
         texts = pair_texts(pairs, where=args.pairs)
         known = read_shards(shard_dir)
-        meta = {"lang": args.lang, "model": spec.model, "texts": len(texts), "chunk_size": p.chunk_size}
+        meta = {"lang": args.lang, "model": name, "texts": len(texts), "chunk_size": p.chunk_size}
         todo = [args.shard] if args.shard else [(i, p.shards) for i in range(p.shards)] if p.shards > 1 else []
         for shard, shards in todo:
             if args.shard or shard_missing(texts, p.chunk_size, shard, shards, fingerprint, known):
@@ -95,10 +108,12 @@ def main(argv=None) -> None:
                               "chunks": len(records), "file": str(shard_path(shard_dir, *args.shard)),
                               "seconds": round(time.perf_counter() - t0, 1)}))
             return
-        out = translate_pairs(pairs, args.lang, translator, f"ctranslate2:{spec.model}", work, p.chunk_size,
+        out = translate_pairs(pairs, args.lang, translator, f"ctranslate2:{name}", work, p.chunk_size,
                               fingerprint, where=args.pairs, known=known)
+        if reference is not None:
+            out = pd.concat([reference, out], ignore_index=True)
     write_parquet(Path(args.out) / f"{args.lang}.parquet", out)
-    if spec.backend == "ctranslate2":
+    if spec.backend == "ctranslate2" or spec.fill:
         shutil.rmtree(Path(args.work) / args.lang, ignore_errors=True)
     print(json.dumps({**report, "shards": p.shards, "rows": len(out),
                       "seconds": round(time.perf_counter() - t0, 1)}))
