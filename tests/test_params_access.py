@@ -65,7 +65,7 @@ def _tiny_params(mirror: Path) -> dict:
     source = {"name": "toy", "type": "lareqa", "path": "toy-train", "url": "https://example.invalid/{lang}.json",
               "languages": ["en", "de", "zh"], "licence": "test"}
     params["gather"].update(sources=[source], leakage_guard=["toy"])
-    params["translate"]["targets"] = {"de": {"backend": "reference"}, "zh": {"backend": "reference"}}
+    params["translate"]["targets"] = {lang: {"backend": "reference", "fill": None} for lang in ("de", "zh")}
     params["models"]["encoder"] = "models/local/minilm"
     params["dev"]["fraction"] = 0.25
     params["sampling"].update(batch_size=4, batches=2)
