@@ -190,7 +190,7 @@ def test_the_code_digest_follows_the_imported_pipeline_modules_not_the_commit(tm
 
     from conftest import ROOT
 
-    script = ("import sys; sys.path.insert(0, sys.argv[1]); import pipeline.stages.train; "
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import pipeline.text; "
               "from pipeline.st_format import code_digest; print(code_digest())")
 
     def digest(root):
@@ -203,4 +203,6 @@ def test_the_code_digest_follows_the_imported_pipeline_modules_not_the_commit(tm
     shutil.copytree(ROOT / "pipeline", copy / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     assert digest(copy) == here and len(here) == 64
     (copy / "pipeline" / "loss.py").write_text((copy / "pipeline" / "loss.py").read_text() + "\n# changed\n")
+    assert digest(copy) == here, "a module the run never imported is not its code"
+    (copy / "pipeline" / "text.py").write_text((copy / "pipeline" / "text.py").read_text() + "\n# changed\n")
     assert digest(copy) != here
