@@ -126,6 +126,8 @@ class GeneratorTranslator(CTranslate2Translator):
         **options: see :class:`~pipeline.translation.CTranslate2Translator`.
     """
 
+    model_class = "Generator"
+
     def __init__(self, model_dir: str | Path, src_lang: str, tgt_lang: str, tokenizer_dir: str | Path | None = None,
                  prompts: str | Path | FewShotPrompt = PROMPTS_FILE, beam_size: int = 1,
                  same_length_batches: bool = True, **options):
@@ -147,19 +149,6 @@ class GeneratorTranslator(CTranslate2Translator):
         stamp = Path(model_dir) / "source.json"
         self.window = read_json(stamp).get("sliding_window") if stamp.exists() else None
         self._load(model_dir)
-
-    def _load(self, model_dir: str | Path) -> None:
-        import ctranslate2
-
-        if self.device == "cuda":
-            found = ctranslate2.get_cuda_device_count()
-            missing = [i for i in self.device_index if i >= found]
-            if missing:
-                raise RuntimeError(f"translate.device: cuda with device_index {self.device_index}, but CTranslate2 "
-                                   f"sees {found} CUDA device(s)")
-        self.model = ctranslate2.Generator(str(model_dir), device=self.device, device_index=self.device_index,
-                                           compute_type=self.compute_type, inter_threads=self.inter_threads,
-                                           intra_threads=self.intra_threads)
 
     def prompt_ids(self, sentences: list[str]) -> list[list[int]]:
         """Token ids of each sentence's whole prompt (special tokens, the examples, the sentence)."""

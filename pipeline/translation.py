@@ -94,6 +94,7 @@ class CTranslate2Translator(ABC):
 
     model = None
     tgt_lang: str = "en"
+    model_class = "Translator"  # the ctranslate2 class _load makes (a decoder-only subclass: Generator)
 
     def __init__(self, beam_size: int = 4, max_batch_size: int = 32, compute_type: str = "int8",
                  inter_threads: int = 1, intra_threads: int = 2, max_decoding_length: int = 256,
@@ -120,9 +121,9 @@ class CTranslate2Translator(ABC):
             if missing:
                 raise RuntimeError(f"translate.device: cuda with device_index {self.device_index}, but CTranslate2 "
                                    f"sees {found} CUDA device(s)")
-        self.model = ctranslate2.Translator(str(model_dir), device=self.device, device_index=self.device_index,
-                                            compute_type=self.compute_type, inter_threads=self.inter_threads,
-                                            intra_threads=self.intra_threads)
+        self.model = getattr(ctranslate2, self.model_class)(
+            str(model_dir), device=self.device, device_index=self.device_index, compute_type=self.compute_type,
+            inter_threads=self.inter_threads, intra_threads=self.intra_threads)
 
     @abstractmethod
     def _tokenize(self, sentences: list[str]) -> list[list[str]]:
