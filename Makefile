@@ -38,12 +38,15 @@ verify: setup
 lint: setup-dev
 	$(VENV)/bin/ruff check .
 
+# two pytest-xdist workers: most tests keep one core busy, so two cores finish the suite ~1.35x sooner
+# (metrics/test_suite.json, python -m benchmarks.test_suite)
+PYTEST := $(PY) -m pytest -q -n 2
 test: lint
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # the tests without the real-process ones marked slow (pyproject.toml): under a minute
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: setup-dev
 	$(PY) -m benchmarks.encoding_speed

@@ -16,11 +16,13 @@ fetches only safetensors weights; :func:`snapshot_commit` gives the commit a mov
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,25 @@ def mirror_root(default: str | Path = "../shared") -> Path:
 
 def cache_root() -> Path:
     return Path(os.environ.get("PIPELINE_CACHE", Path.home() / ".cache" / "mdr-pipeline"))
+
+
+@contextlib.contextmanager
+def build_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock, across processes, on building ``path`` (a folder in the asset cache).
+
+    The cache is shared by every process of the machine: two queued experiments or two test workers
+    that need the same converted model at once would both build it, and the second one's clean-up of
+    temporaries left by killed writes (:func:`pipeline.io.atomic_dir`) would delete the first one's
+    half-built folder. A builder checks whether ``path`` is ready *inside* this block, so the process that
+    waited reuses what the other one built. The lock is a file ``.<name>.lock`` beside ``path`` (the
+    ``filelock`` package: the operating system releases it when its holder dies, even by ``kill -9``).
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.parent / f".{path.name}.lock"):
+        yield
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:

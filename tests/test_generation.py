@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -325,19 +324,13 @@ def test_a_prepared_folder_is_reused_only_for_the_same_gguf_and_quantization(tmp
 
 # --- the real model --------------------------------------------------------------------------------
 
-def gemma_wheels_installed() -> bool:
-    try:
-        return all(metadata.version(dist) == gemma.WHEEL_VERSION for dist, _ in gemma.PART_PACKAGES)
-    except metadata.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not gemma_wheels_installed(),
+@pytest.mark.skipif(not gemma.wheels_installed(),
                     reason=f"the Gemma 3 270M wheels are not installed (pip install {gemma.META_PACKAGE}=="
                            f"{gemma.WHEEL_VERSION}); the real model cannot be prepared")
-def test_real_gemma_translates_into_spanish_and_back():
-    """Prepared once into the asset cache (``PIPELINE_CACHE``; a few minutes the first time)."""
+def test_real_gemma_translates_into_spanish_and_back_and_scores_german(tmp_path, mirror):
+    """Prepared once into the asset cache (``PIPELINE_CACHE``; about a minute the first time); the one test
+    of the real model, so that parallel test workers never both prepare it."""
     import py3langid
 
     model_dir = gemma.prepare_gemma()
@@ -351,3 +344,13 @@ def test_real_gemma_translates_into_spanish_and_back():
     assert [py3langid.classify(t)[0] for t in out[:-1]] == ["es"] * 3, out
     back = GeneratorTranslator(model_dir, "es", "en", max_batch_size=4, max_decoding_length=48, progress=False)
     assert [py3langid.classify(t)[0] for t in back.translate(out[:-1])] == ["en"] * 3
+
+    # the MT quality table's command line (scripts/mt_quality.py), two German questions each way
+    from scripts import mt_quality as mq
+
+    mq.main(["--sample", "2", "--langs", "de", "--kinds", "question", "--csv", str(tmp_path / "m.csv"),
+             "--json", str(tmp_path / "m.json")])
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert [(r["direction"], r["sentences"]) for r in record["results"]] == [("en->de", 2), ("de->en", 2)]
+    assert all(0 < r["chrf"] <= 100 for r in record["results"])
+    assert record["worth_translating"]["min_chrf"] == mq.BAR

