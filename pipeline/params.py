@@ -259,12 +259,18 @@ class TargetSpec(Section):
     model: str | None = Field(None, description="ctranslate2: key into translate.models")
     fill: str | None = Field(None, description="reference only: key into translate.models that machine-translates "
                                                "the English pairs no source carries a human translation of")
+    fill_sources: list[str] | None = Field(
+        None, description="with fill: only the pairs of these gather.sources (by name) are filled; null: of every "
+                          "source. A name no source has fills nothing (a run that replaces gather.sources, such as "
+                          "the other fold's grid, keeps the setting); the translate stage reports the rows filled")
 
     @model_validator(mode="after")
     def _fill_with_reference(self):
         if self.fill is not None and self.backend != "reference":
             raise ValueError("fill: only a 'reference' target fills its gaps with a model; a 'ctranslate2' target "
                              "translates every pair with its model")
+        if self.fill_sources is not None and self.fill is None:
+            raise ValueError("fill_sources: names the sources a fill model translates; set fill too")
         return self
 
 
@@ -319,6 +325,9 @@ class TranslateParams(Section):
 
 class RoundTripSpec(Section):
     model: str = Field(description="key into translate.models: a model translating the language to English")
+    rows: Literal["all", "machine"] = Field(
+        "all", description="which rows are back-translated: all (the human references too: a check of the "
+                           "source's translations) or machine (only those a translate model made)")
 
 
 class FilterParams(Section):

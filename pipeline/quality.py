@@ -31,6 +31,7 @@ English character count; no parallel ja/ko data is available offline to calibrat
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from . import console
 from .errors import DataError
 from .normalize import normalize
 from .reproducibility import current_mode
-from .schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
+from .schema import PAIR_COLUMNS, REFERENCE_SYSTEM, SOURCE_COLUMNS, SOURCE_LANG
 
 REASONS = [
     "empty", "copy_question", "copy_passage", "length_ratio_question", "length_ratio_passage",
@@ -290,7 +291,9 @@ def _roundtrip_rule(df: pd.DataFrame, settings, translators: Mapping[str, Any], 
             continue
         if lang not in translators:
             raise ValueError(f"filter.roundtrip.{lang} is configured but no back-translator was given for {lang!r}")
-        rows = [i for i in range(n) if df.at[i, "lang"] == lang and not reasons[i]]
+        machine_only = settings.roundtrip[lang].rows == "machine"
+        rows = [i for i in range(n) if df.at[i, "lang"] == lang and not reasons[i]
+                and not (machine_only and df.at[i, "system"] == REFERENCE_SYSTEM)]
         if not rows:
             continue
         texts = [_str(df.at[i, "question"]) for i in rows] + [_str(df.at[i, "passage"]) for i in rows]
@@ -346,6 +349,23 @@ def filter_pairs(df: pd.DataFrame, settings, translators: Mapping[str, Any] | No
     return _split(df, reasons, quality, back)
 
 
+def rejected_sample(rejected: pd.DataFrame, per_reason: int = 2) -> pd.DataFrame:
+    """A few rejected rows to read: per language and system, the first ``per_reason`` rows (in row order)
+    whose first reason is each reason that occurs; the texts, their English original, the
+    back-translations where made, the measured scores and every reason."""
+    columns = ["lang", "system", "pair_id", "reasons", "question", "src_question", "roundtrip_question",
+               "roundtrip_chrf_question", "passage", "src_passage", "roundtrip_passage", "roundtrip_chrf_passage",
+               "length_ratio_question", "length_ratio_passage", "langid_question", "langid_passage"]
+    if rejected.empty:
+        return pd.DataFrame(columns=columns)
+    first = rejected["reasons"].str.split(";").str[0]
+    picked = rejected.assign(_first=first).groupby(["lang", "system", "_first"], sort=False).head(per_reason)
+    order = {r: k for k, r in enumerate(REASONS)}
+    picked = picked.assign(_order=picked["_first"].map(order)).sort_values(
+        ["lang", "system", "_order"], kind="stable")
+    return picked[columns].reset_index(drop=True)
+
+
 def reason_counts(rejected: pd.DataFrame) -> dict[str, int]:
     """How many rejected rows name each reason (a row with two reasons counts for both)."""
     counts = dict.fromkeys(REASONS, 0)
@@ -375,25 +395,24 @@ def roundtrip_resume(params, langs, work_dir: str | Path) -> dict[str, Resume]:
     return out
 
 
-def roundtrip_translators(params, langs, cache_dir=None, progress: bool = False) -> dict[str, Any]:
+def roundtrip_translators(params, langs, cache_dir=None) -> dict[str, Any]:
     """Back-translators into English for the languages of ``langs`` that ``params.filter.roundtrip`` lists.
 
-    Each model is prepared under ``cache_dir / <model key>`` (default: the asset cache's
-    ``translation/`` folder, the one the translate stage uses). With ``progress``, a line per quarter of
-    the languages prepared, on stdout; the translators report nothing themselves (:func:`filter_pairs`
-    reports each language's round trip as a whole, not chunk by chunk).
+    Each is built on its first use (:class:`pipeline.translation.LazyTranslator`), its model prepared under
+    ``cache_dir / <model key>`` (default: the asset cache's ``translation/`` folder, the one the translate
+    stage uses): a language with nothing to back-translate (``rows: machine`` and no model's rows) loads
+    no model. :func:`filter_pairs` reports each language's round trip as it runs.
     """
     from .assets import cache_root
-    from .translation import build_translator
+    from .translation import LazyTranslator, build_translator
 
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "translation"
     out = {}
-    todo = [lang for lang in sorted(set(langs) & set(params.filter.roundtrip)) if lang != SOURCE_LANG]
-    with console.progress(len(todo), "filter: back-translators", "languages", enabled=progress) as bar:
-        for lang in todo:
-            key = params.filter.roundtrip[lang].model
-            out[lang] = build_translator(params.translate.models[key], params.translate, params.mirror_path,
-                                         src_lang=lang, tgt_lang=SOURCE_LANG, cache_dir=root / key, progress=False)
-            bar.set_postfix_str(lang)
-            bar.update(1)
+    for lang in sorted(set(langs) & set(params.filter.roundtrip)):
+        if lang == SOURCE_LANG:
+            continue
+        key = params.filter.roundtrip[lang].model
+        out[lang] = LazyTranslator(functools.partial(
+            build_translator, params.translate.models[key], params.translate, params.mirror_path,
+            src_lang=lang, tgt_lang=SOURCE_LANG, cache_dir=root / key, progress=False))
     return out

@@ -18,3 +18,5 @@ A translated row (``data/translated/<lang>.parquet``) also carries its English o
 PAIR_COLUMNS = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
 SOURCE_COLUMNS = ["src_question", "src_passage"]
 SOURCE_LANG = "en"
+#: the ``system`` of a human translation a source carries (a model's rows say ``ctranslate2:<model key>``)
+REFERENCE_SYSTEM = "reference"

@@ -53,7 +53,7 @@ from .lareqa import (
     parse_file,
 )
 from .normalize import is_blank, normalize
-from .schema import PAIR_COLUMNS, SOURCE_LANG
+from .schema import PAIR_COLUMNS, REFERENCE_SYSTEM, SOURCE_LANG
 from .text import sentence_spans
 
 HF_COLUMN_KEYS = {"question", "passage", "id", "context", "label"}
@@ -155,7 +155,7 @@ def load_lareqa_source(files: dict[str, str | Path], source: str, with_context: 
             rows.append({"pair_id": pair_id(source, q["id"]), "source": source, "lang": lang,
                          "question": q["text"], "passage": passage.strip(),
                          "context": context if with_context else None,
-                         "system": "source" if lang == SOURCE_LANG else "reference"})
+                         "system": "source" if lang == SOURCE_LANG else REFERENCE_SYSTEM})
     return _frame(rows), no_source
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import console
 from .io import atomic_dir, write_json
-from .schema import PAIR_COLUMNS, SOURCE_COLUMNS
+from .schema import PAIR_COLUMNS, REFERENCE_SYSTEM, SOURCE_COLUMNS
 from .text import split_sentences
 from .translation_work import Translator, translate_resumable
 
@@ -390,7 +390,7 @@ def reference_pairs(pairs: pd.DataFrame, lang: str, where: str = "pairs", allow_
     if rows.empty and not allow_empty:
         raise ValueError(f"{where}: no rows in language {lang!r} with an English pair; a 'reference' "
                          f"target needs a source that carries {lang!r} translations")
-    return rows.assign(system="reference")[OUT_COLUMNS].reset_index(drop=True)
+    return rows.assign(system=REFERENCE_SYSTEM)[OUT_COLUMNS].reset_index(drop=True)
 
 
 def pair_texts(pairs: pd.DataFrame, where: str = "pairs") -> list[str]:

@@ -329,7 +329,7 @@ def test_filter_fails_when_every_row_of_a_language_is_rejected(tmp_path, monkeyp
         "translate": params.translate.model_copy(update={"targets": {"de": params.translate.targets["de"]}}),
         "filter": FilterParams(check_langid=False)})
     monkeypatch.setattr(stage, "load_params", lambda: params)
-    monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir, progress: {})
+    monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir: {})
     en = {"pair_id": "1", "source": "s", "lang": "en", "question": "Who built it?", "passage": "Eiffel built it.",
           "context": None, "system": "source"}
     pd.DataFrame([en]).to_parquet(tmp_path / "pairs.parquet", index=False)
@@ -339,7 +339,7 @@ def test_filter_fails_when_every_row_of_a_language_is_rejected(tmp_path, monkeyp
     out, metrics = tmp_path / "out", tmp_path / "data.json"
     with pytest.raises(DataError) as err:
         stage.main(["--pairs", str(tmp_path / "pairs.parquet"), "--translated", str(tmp_path / "tr"),
-                    "--out", str(out), "--metrics", str(metrics)])
+                    "--out", str(out), "--metrics", str(metrics), "--rejected-sample", str(tmp_path / "r.csv")])
     assert str(err.value) == ("filter: no pair left in language 'de': all 1 rows rejected (copy_question 1, "
                               "copy_passage 1); check params.yaml filter")
     assert not out.exists() and not metrics.exists()

@@ -23,6 +23,7 @@ from pipeline.quality import (
     length_ratio,
     length_reasons,
     reason_counts,
+    rejected_sample,
     roundtrip_reasons,
 )
 
@@ -126,6 +127,53 @@ def test_filter_pairs_each_rule_and_reasons():
     assert kept2["pair_id"].tolist() == ["2"]
 
 
+def test_roundtrip_of_machine_rows_only_leaves_the_human_references_alone():
+    """rows: machine back-translates only what a model made; the references of the language keep no score."""
+    machine = {**_row("8", "zh", ZH_Q + "?", ZH_P + "。", EN_Q, EN_P), "system": "ctranslate2:m"}
+    df = pd.DataFrame([_row("0", "en", EN_Q, EN_P), _row("7", "zh", ZH_Q, ZH_P, EN_Q, EN_P), machine])
+    fake = FakeTranslator({ZH_Q + "?": "Tower time?", ZH_P + "。": "Nothing like it at all."})
+    kept, rejected = filter_pairs(df, FilterParams(roundtrip={"zh": {"model": "m", "rows": "machine"}}, min_chrf=30.0),
+                                  {"zh": fake})
+    assert fake.calls == [[ZH_Q + "?", ZH_P + "。"]]  # the reference row "7" was not sent
+    assert kept["pair_id"].tolist() == ["0", "7"] and math.isnan(kept.set_index("pair_id").loc["7",
+                                                                                                 "roundtrip_chrf_question"])
+    assert rejected["reasons"].tolist() == ["roundtrip_question;roundtrip_passage"]
+    # rows: all (the default) sends both
+    fake_all = FakeTranslator({ZH_Q: EN_Q, ZH_P: EN_P})
+    filter_pairs(df, FilterParams(roundtrip={"zh": {"model": "m"}}), {"zh": fake_all})
+    assert sorted(fake_all.calls[0]) == sorted([ZH_Q, ZH_Q + "?", ZH_P, ZH_P + "。"])
+
+
+def test_rejected_sample_and_the_counts_per_system():
+    from pipeline.stages.filter import data_metrics
+
+    rows = [{**_row(str(i), "de", DE_Q, DE_P, EN_Q, EN_P), "system": system, "reasons": reasons}
+            for i, (system, reasons) in enumerate([
+                ("reference", "langid_question"), ("reference", "langid_question"), ("reference", "langid_question"),
+                ("reference", "empty"), ("ctranslate2:m", "roundtrip_question;roundtrip_passage"),
+                ("ctranslate2:m", "copy_question;langid_question")])]
+    for col in QUALITY_COLUMNS + ["roundtrip_question", "roundtrip_passage"]:
+        for r in rows:
+            r[col] = None
+    rejected = pd.DataFrame(rows)
+    sample = rejected_sample(rejected, per_reason=2)
+    # per language and system, at most two rows per first reason, reasons in the filter's order
+    assert sample[["system", "pair_id", "reasons"]].values.tolist() == [
+        ["ctranslate2:m", "5", "copy_question;langid_question"],
+        ["ctranslate2:m", "4", "roundtrip_question;roundtrip_passage"],
+        ["reference", "3", "empty"], ["reference", "0", "langid_question"], ["reference", "1", "langid_question"]]
+    assert rejected_sample(rejected.iloc[:0]).empty
+
+    pairs_in = pd.DataFrame([{"lang": "de", "system": s} for s in ["reference"] * 10 + ["ctranslate2:m"] * 4])
+    kept = pd.DataFrame([{"lang": "de", "system": s, "roundtrip_chrf_question": None,
+                          "roundtrip_chrf_passage": None} for s in ["reference"] * 6 + ["ctranslate2:m"] * 2])
+    stats = data_metrics(pairs_in, kept, rejected)["languages"]["de"]
+    assert (stats["system"], stats["pairs_in"], stats["kept"], stats["acceptance"]) == (
+        "ctranslate2:m,reference", 14, 8, round(8 / 14, 4))
+    assert {k: (v["pairs_in"], v["kept"], v["rejected"], v["acceptance"]) for k, v in stats["by_system"].items()} == {
+        "ctranslate2:m": (4, 2, 2, 0.5), "reference": (10, 6, 4, 0.6)}
+
+
 def test_filter_pairs_needs_a_translator_for_configured_languages():
     df = pd.DataFrame([_row("7", "zh", ZH_Q, ZH_P, EN_Q, EN_P)])
     with pytest.raises(ValueError, match="filter.roundtrip.zh"):
@@ -192,10 +240,10 @@ def test_filter_stage_killed_midway_resumes_to_the_same_files(tmp_path, monkeypa
     table = {f"{ZH_Q}{i}": f"{EN_Q} {i}" for i in range(3)} | {f"{ZH_P}{i}": f"{EN_P} {i}" for i in range(3)}
 
     def run(out, translator):
-        monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir, progress: {"zh": translator})
+        monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir: {"zh": translator})
         stage.main(["--pairs", str(tmp_path / "pairs.parquet"), "--translated", str(tmp_path / "tr"),
                     "--out", str(tmp_path / out), "--metrics", str(tmp_path / out / "data.json"),
-                    "--work", str(tmp_path / "work")])
+                    "--rejected-sample", str(tmp_path / out / "rejected.csv"), "--work", str(tmp_path / "work")])
         return {f.name: f.read_bytes() for f in sorted((tmp_path / out).iterdir())}
 
     whole = run("whole", FakeTranslator(table))
@@ -218,7 +266,7 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch):
         update={"targets": {"de": params.translate.targets["de"], "zh": params.translate.targets["zh"]}})})
     monkeypatch.setattr(stage, "load_params", lambda: params)
     fake = FakeTranslator({ZH_Q: EN_Q, ZH_P: EN_P})
-    monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir, progress: {"zh": fake})
+    monkeypatch.setattr(stage, "roundtrip_translators", lambda p, langs, cache_dir: {"zh": fake})
     cols = ["pair_id", "source", "lang", "question", "passage", "context", "system"]
     gathered = pd.DataFrame([_row("1", "en", EN_Q, EN_P), _row("1", "de", DE_Q, DE_P),
                              _row("2", "en", EN_Q, EN_P)])[cols]
@@ -226,10 +274,12 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     gathered.to_parquet(tmp_path / "pairs.parquet", index=False)
     pd.DataFrame([_row("1", "de", DE_Q, DE_P, EN_Q, EN_P)]).to_parquet(tmp_path / "tr" / "de.parquet", index=False)
     args = ["--pairs", str(tmp_path / "pairs.parquet"), "--translated", str(tmp_path / "tr"),
-            "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "data.json"), "--work", str(tmp_path / "work")]
+            "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "data.json"), "--work", str(tmp_path / "work"),
+            "--rejected-sample", str(tmp_path / "rejected.csv")]
     with pytest.raises(DataError, match=r"zh.parquet: not found"):
         stage.main(args)
     assert not (tmp_path / "out").exists() and not (tmp_path / "data.json").exists()  # nothing written
+    assert not (tmp_path / "rejected.csv").exists()
     pd.DataFrame([_row("1", "zh", ZH_Q, ZH_P, EN_Q, EN_P), _row("1", "zh", EN_Q, ZH_P, EN_Q, EN_P)]).to_parquet(
         tmp_path / "tr" / "zh.parquet", index=False)
     with pytest.raises(DataError) as err:  # two zh rows of one pair
@@ -254,6 +304,9 @@ def test_filter_stage_end_to_end(tmp_path, monkeypatch):
     assert zh["mean_roundtrip_chrf_question"] == pytest.approx(100.0) and zh["roundtrip_measured"] == 1
     assert "mean_roundtrip_chrf_question" not in metrics["languages"]["de"]
     assert metrics["total"] == {"pairs_in": 5, "kept": 4, "rejected": 1}
+    assert zh["acceptance"] == 0.5 and metrics["languages"]["de"]["acceptance"] == 1.0
+    sample = pd.read_csv(tmp_path / "rejected.csv")
+    assert sample[["lang", "pair_id", "reasons"]].values.tolist() == [["zh", 2, "copy_question;langid_question"]]
 
 
 def test_mlqa_r_human_translations_mostly_pass(mirror, monkeypatch):

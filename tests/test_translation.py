@@ -347,6 +347,16 @@ def test_stage_reference_and_ctranslate2(tiny_nllb, tmp_path, monkeypatch):
     assert sorted(filled["pair_id"]) == sorted(fr["pair_id"])
     assert not (tmp_path / "work" / "de").exists()
 
+    # fill_sources: only the pairs of the named sources are filled (p3 comes from another source here)
+    two_sources = _pairs()
+    two_sources.loc[two_sources["pair_id"] == "p3", "source"] = "squad-train"
+    two_sources.to_parquet(tmp_path / "pairs.parquet", index=False)
+    params["translate"]["targets"]["de"] = {"backend": "reference", "fill": "tiny", "fill_sources": ["squad-train"]}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    stage.main(["--lang", "de", *args])
+    some = pd.read_parquet(tmp_path / "out" / "de.parquet")
+    assert some["pair_id"].tolist() == ["p1", "p3"] and some["system"].tolist() == ["reference", "ctranslate2:tiny"]
+
 
 # --- devices, batch types and shards -----------------------------------------------------------------
 

@@ -10,15 +10,18 @@ context, system, src_question, src_passage``), applies ``params.filter`` (back-t
   (``length_ratio_*``, ``langid_*``, ``roundtrip_chrf_*``; null where not measured);
 * ``data/filtered/rejected.parquet``: the rejected rows with their English original, the
   back-translations and ``reasons`` (``;``-joined);
-* ``metrics/data.json``: per language pairs in, kept, rejected, rejected by reason and the mean
-  round-trip chrF where measured.
+* ``metrics/data.json``: per language (and per system where a language mixes human and machine
+  translations) pairs in, kept, rejected, the share kept, rejected by reason and the mean round-trip
+  chrF where measured;
+* ``metrics/rejected-sample.csv``: a few rejected rows of each language, system and first reason, to
+  read what the filter removes and why (:func:`pipeline.quality.rejected_sample`).
 
 The back-translation goes chunk by chunk through ``data/translate-work/roundtrip/<lang>/`` (the
 translate stage's resumable chunks, :func:`pipeline.translation_work.translate_resumable`): a run killed
 midway resumes from its finished chunks and gives the same rows; the folder is removed on success.
 
-All inputs are read and validated (and the back-translators built) before anything is written; a
-language whose every row is rejected stops the stage instead of leaving it out of the table.
+All inputs are read and validated, and every rule (the back-translation included) runs, before anything
+is written; a language whose every row is rejected stops the stage instead of leaving it out of the table.
 """
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from ..io import read_parquet, write_json, write_parquet
+from ..io import read_parquet, write_csv, write_json, write_parquet
 from ..params import load_params
-from ..quality import filter_pairs, reason_counts, roundtrip_resume, roundtrip_translators
+from ..quality import filter_pairs, reason_counts, rejected_sample, roundtrip_resume, roundtrip_translators
 from ..schema import PAIR_COLUMNS, SOURCE_COLUMNS, SOURCE_LANG
 from .. import console
 
@@ -84,23 +87,31 @@ def check_kept(pairs_in: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFram
                             f"rows rejected ({top}); check params.yaml filter")
 
 
+def _counts(n_in: int, k: pd.DataFrame, r: pd.DataFrame) -> dict:
+    """Pairs in, kept, rejected, the share kept, rejections by reason and the mean round-trip chrF."""
+    entry = {"pairs_in": n_in, "kept": int(len(k)), "rejected": int(len(r)),
+             "acceptance": round(len(k) / n_in, 4) if n_in else None, "rejected_by": reason_counts(r)}
+    scores = pd.concat([k, r])[["roundtrip_chrf_question", "roundtrip_chrf_passage"]].dropna()
+    if len(scores):
+        entry["roundtrip_measured"] = int(len(scores))
+        entry["mean_roundtrip_chrf_question"] = round(float(scores["roundtrip_chrf_question"].mean()), 3)
+        entry["mean_roundtrip_chrf_passage"] = round(float(scores["roundtrip_chrf_passage"].mean()), 3)
+    return entry
+
+
 def data_metrics(pairs_in: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame) -> dict:
-    """``metrics/data.json``: per language counts, rejections by reason, mean round-trip chrF."""
+    """``metrics/data.json``: per language counts, acceptance, rejections by reason, mean round-trip chrF;
+    a language with rows from more than one system (human references and a model's fill) has the same
+    per system under ``by_system``."""
     out: dict = {"languages": {}}
     for lang in dict.fromkeys(pairs_in["lang"]):
+        rows = pairs_in[pairs_in["lang"] == lang]
         k, r = kept[kept["lang"] == lang], rejected[rejected["lang"] == lang]
-        entry = {
-            "system": ",".join(sorted(set(pairs_in.loc[pairs_in["lang"] == lang, "system"].astype(str)))),
-            "pairs_in": int((pairs_in["lang"] == lang).sum()),
-            "kept": int(len(k)),
-            "rejected": int(len(r)),
-            "rejected_by": reason_counts(r),
-        }
-        scores = pd.concat([k, r])[["roundtrip_chrf_question", "roundtrip_chrf_passage"]].dropna()
-        if len(scores):
-            entry["roundtrip_measured"] = int(len(scores))
-            entry["mean_roundtrip_chrf_question"] = round(float(scores["roundtrip_chrf_question"].mean()), 3)
-            entry["mean_roundtrip_chrf_passage"] = round(float(scores["roundtrip_chrf_passage"].mean()), 3)
+        systems = sorted(set(rows["system"].astype(str)))
+        entry = {"system": ",".join(systems), **_counts(len(rows), k, r)}
+        if len(systems) > 1:
+            entry["by_system"] = {sys_: _counts(int((rows["system"] == sys_).sum()), k[k["system"] == sys_],
+                                                r[r["system"] == sys_]) for sys_ in systems}
         out["languages"][lang] = entry
     out["total"] = {"pairs_in": int(len(pairs_in)), "kept": int(len(kept)), "rejected": int(len(rejected))}
     return out
@@ -112,6 +123,7 @@ def main(argv=None) -> None:
     ap.add_argument("--translated", default="data/translated")
     ap.add_argument("--out", default="data/filtered")
     ap.add_argument("--metrics", default="metrics/data.json")
+    ap.add_argument("--rejected-sample", default="metrics/rejected-sample.csv")
     ap.add_argument("--cache-dir", default=None, help="where back-translation models are prepared "
                                                       "(default: the asset cache's translation/ folder)")
     ap.add_argument("--work", default="data/translate-work/roundtrip",
@@ -120,7 +132,7 @@ def main(argv=None) -> None:
     params = load_params()
     langs = list(params.translate.targets)
     df = read_inputs(Path(args.pairs), Path(args.translated), langs)
-    translators = roundtrip_translators(params, set(df["lang"]), args.cache_dir, progress=True)
+    translators = roundtrip_translators(params, set(df["lang"]), args.cache_dir)  # built on first use
     resume = roundtrip_resume(params, set(df["lang"]), args.work)
     kept, rejected = filter_pairs(df, params.filter, translators, resume, progress=True)  # lines on stdout
     check_kept(df, kept, rejected)
@@ -128,6 +140,7 @@ def main(argv=None) -> None:
     write_parquet(Path(args.out) / "pairs.parquet", kept)
     write_parquet(Path(args.out) / "rejected.parquet", rejected)
     write_json(Path(args.metrics), stats)
+    write_csv(Path(args.rejected_sample), rejected_sample(rejected))
     shutil.rmtree(args.work, ignore_errors=True)
     print(json.dumps({lang: {k: v for k, v in e.items() if k in ("pairs_in", "kept", "rejected")}
                       for lang, e in stats["languages"].items()}))

@@ -4,7 +4,8 @@
 ``data/translated/<lang>.parquet`` (pair_id, source, lang, question, passage, context, system,
 src_question, src_passage). ``translate.targets[lang].backend`` picks how: ``reference`` keeps the
 human translations the source carries (with ``fill: <model>``, the English pairs no source carries a
-human translation of are machine-translated by ``translate.models[fill]`` and added after them);
+human translation of, or only those of the sources ``fill_sources`` names, are machine-translated by
+``translate.models[fill]`` and added after them);
 ``ctranslate2`` translates the English pairs with ``translate.models[model]``, resumably through
 ``data/translate-work/<lang>/`` (removed on success).
 
@@ -77,9 +78,12 @@ def main(argv=None) -> None:
                               "note": "a reference target has nothing to translate; nothing written"}))
             return
         reference = reference_pairs(pairs, args.lang, where=args.pairs, allow_empty=bool(spec.fill))
-        if spec.fill:  # the English pairs without a human translation go to the model
+        if spec.fill:  # the English pairs without a human translation (of fill_sources, if set) go to the model
             pairs = pairs[~pairs["pair_id"].isin(set(reference["pair_id"]))]
+            if spec.fill_sources is not None:
+                pairs = pairs[pairs["source"].isin(spec.fill_sources)]
             report["fill"], report["reference_rows"] = spec.fill, len(reference)
+            report["fill_pairs"] = int((pairs["lang"] == "en").sum())
     if spec.backend == "reference" and not spec.fill:
         out = reference
     else:
