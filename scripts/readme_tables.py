@@ -289,10 +289,14 @@ def paths_table(path: Path) -> str:
     ]
     chain_file = path.parent / f"{path.stem}_chain.json"
     if chain_file.exists():
-        c = json.loads(chain_file.read_text())["chain"]
+        chain = json.loads(chain_file.read_text())
+        c = chain["chain"]
         profile = path.parent / "repro-profile.json"
         rows = []
-        if profile.exists():  # the reference itself: make repro's own stage times (portable, the AVX2 path)
+        if "repro" in chain:  # the reference itself, as the chain file records it (the same machine)
+            rows.append(["`make repro` (portable)", f"{chain['repro']['train_s']:.0f}",
+                         f"{chain['repro']['index_s']:.0f}", "", "", "", "", ""])
+        elif profile.exists():  # else make repro's own stage times (portable, the AVX2 path)
             wall = {st["stage"]: st["wall_s"] for st in json.loads(profile.read_text())["stages"]}
             rows.append(["`make repro` (portable; repro-profile.json)", f"{wall.get('train', 0):.0f}",
                          f"{wall.get('index@xquad-r', 0):.0f}", "", "", "", "", ""])
@@ -313,8 +317,9 @@ READABLE = {"empty": "empty", "copy": "copy", "length_ratio": "length ratio", "l
 
 def data_table(metrics: Path) -> str:
     """The training pairs per language (``metrics/gather.json``, ``metrics/data.json``): gathered, removed by
-    the leakage guard, kept by the filters, the rejections by reason (question and passage together, most
-    first) and the mean round-trip chrF where the filter measured one."""
+    the leakage guard, into the filter (the gathered ones plus a model's translations), kept by the filters,
+    the rejections by reason (question and passage together, most first) and the mean round-trip chrF where
+    the filter measured one."""
     import json
 
     gather, data = (json.loads((metrics / f).read_text()) for f in ("gather.json", "data.json"))
@@ -333,9 +338,9 @@ def data_table(metrics: Path) -> str:
         if "mean_roundtrip_chrf_question" in d:
             chrf = f"{d['mean_roundtrip_chrf_question']:.1f} / {d['mean_roundtrip_chrf_passage']:.1f}"
         rows.append([lang, d["system"], f"{gather['languages'].get(lang, d['pairs_in']):,}",
-                     f"{removed.get(lang, 0):,}", f"{d['kept']:,}", why or "-", chrf])
-    return _table(["lang", "pairs from", "gathered", "leakage removed", "kept after filters",
-                   "rejected (reasons)", "round-trip chrF (questions / passages)"], rows)
+                     f"{removed.get(lang, 0):,}", f"{d['pairs_in']:,}", f"{d['kept']:,}", why or "-", chrf])
+    return _table(["lang", "pairs from", "gathered", "leakage removed", "into the filter (with translations)",
+                   "kept after filters", "rejected (reasons)", "round-trip chrF (questions / passages)"], rows)
 
 
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,

@@ -58,6 +58,7 @@ def _data(mirror: Path, sources: list[dict], guard=("eva",), index=("eva",)) -> 
         data["datasets"][name] = {"path": f"data/{name}", "url": f"https://example.invalid/{name}/{{lang}}.json",
                                   "languages": ["en"], "licence": "test"}
     data["gather"].update(sources=sources, leakage_guard=list(guard))
+    data["translate"]["targets"]["es"] = {"backend": "reference", "fill": None}  # the default fills squad-train
     data["index"]["datasets"] = list(index)
     data["score"]["unseen_languages"] = []
     return data
@@ -191,7 +192,8 @@ def test_real_squad_train_guarded_against_xquad_r_and_mlqa_r(mirror, monkeypatch
         pytest.skip(f"SQuAD v1.1 train is not in the mirror ({mirror / SQUAD_TRAIN['path']})")
     monkeypatch.setenv("PIPELINE_MIRROR", str(mirror))
     data = read_params_file(ROOT / "params.yaml")
-    data["gather"]["sources"].append(SQUAD_TRAIN)
+    # the offline default's own squad-train (a small sample) replaced by this larger one
+    data["gather"]["sources"] = [s for s in data["gather"]["sources"] if s["name"] != "squad-train"] + [SQUAD_TRAIN]
     pairs, stats = stage.gather(parse_params(data))
     sq, mlqa = stats["sources"]["squad-train"], stats["sources"]["mlqa-r"]
     assert sq["read"] == {"en": 87599} and sq["unanswerable"] == 0 and sq["empty_dropped"] == {"en": 0}
