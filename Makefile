@@ -38,7 +38,7 @@ verify: setup
 lint: setup-dev
 	$(VENV)/bin/ruff check .
 
-# two pytest-xdist workers: most tests keep one core busy, so two cores finish the suite ~1.35x sooner
+# two pytest-xdist workers: most tests keep one core busy, so two cores finish the suite ~1.7x sooner
 # (metrics/test_suite.json, python -m benchmarks.test_suite)
 PYTEST := $(PY) -m pytest -q -n 2
 test: lint
