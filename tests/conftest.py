@@ -32,3 +32,20 @@ def mirror() -> Path:
     if not (MIRROR / "data" / "lareqa").is_dir():
         pytest.skip(f"the asset mirror {MIRROR} is absent (set PIPELINE_MIRROR); real-data checks cannot run")
     return MIRROR
+
+
+def _tracked_outputs_state() -> dict[str, bytes]:
+    """The bytes of the tracked pipeline outputs the tests must never touch (metrics/, dvclive/, dvc.lock)."""
+    return {str(p.relative_to(ROOT)): p.read_bytes() for folder in ("metrics", "dvclive")
+            for p in sorted((ROOT / folder).rglob("*")) if p.is_file()} | {"dvc.lock": (ROOT / "dvc.lock").read_bytes()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_leave_the_committed_outputs_alone():
+    """A stage called without its output options writes into the project's own metrics/: such a test once
+    replaced the committed metrics/rejected-sample.csv. Fail the session if any test changed these files."""
+    before = _tracked_outputs_state()
+    yield
+    after = _tracked_outputs_state()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests changed the project's outputs: {changed}"

@@ -53,7 +53,8 @@ def test_one_experiment_runs_through_the_stage_modules(tmp_path, monkeypatch):
     translate.main(["--lang", "de", "--pairs", str(d / "gathered.parquet"), "--out", str(d / "translated"),
                     "--work", str(d / "work")])
     filter_stage.main(["--pairs", str(d / "gathered.parquet"), "--translated", str(d / "translated"),
-                       "--out", str(d / "filtered"), "--metrics", str(d / "data.json")])
+                       "--out", str(d / "filtered"), "--metrics", str(d / "data.json"),
+                       "--rejected-sample", str(d / "rejected-sample.csv")])
     split.main(["--pairs", str(d / "filtered" / "pairs.parquet"), "--out", str(gdir / "split")])
     # prepare's mining: by the mine stage, here, only for runs with hard negatives
     with monkeypatch.context() as m:
