@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments.grids import COMPARISONS, RUNS, parse_run_name, run_name
+from experiments.grids import COMPARISONS, ROOT, RUNS, parse_run_name, run_name
 from experiments.stats import findings, metric_matrix, question_ids, seed_question_bootstrap, summary_table, verdicts
 
 GRID = "mlqa2xquad-cpu"
@@ -353,3 +353,26 @@ def test_findings_read_rank_distance_and_mono_map_from_the_intervals():
     assert f["y"] == "raises rank distance by 3.0 [1.0, 5.0] with a mono mAP gain of 0.020 [0.010, 0.030]"
     assert f["z"] == ("lowers rank distance by 4.0 [2.0, 6.0] at a mono mAP cost of 0.004 [-0.002, 0.010] "
                       "(interval includes 0)")
+
+
+def test_the_mt_data_arms_change_only_the_training_data_and_copy_the_default_sources():
+    """The four data arms: (a) MLQA-R only, (b) + SQuAD English, (c) + SQuAD machine-translated into Spanish,
+    (d) SQuAD and its translation only; the source specs spelled out in grids.yaml equal params.yaml's."""
+    from experiments.grids import params_for, run_set
+
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mlqa, squad = default["gather"]["sources"]
+    arms = {run: params_for(GRID, run, 13, run_set_name="mtdata") for run in run_set("mtdata")["runs"]}
+    for run, p in arms.items():
+        assert p["gather"]["with_context"] is False and p["sampling"]["mode"] == run.rsplit("-", 1)[1], run
+        assert p["index"] == default["index"] and p["train"] == default["train"], run
+    for sampler in ("hybrid", "xy"):
+        a, b, c, d = (arms[f"{arm}-{sampler}"] for arm in ("mlqa", "squad-en", "squad-mt", "mt-only"))
+        assert a["gather"]["sources"] == [mlqa]
+        assert b["gather"]["sources"] == c["gather"]["sources"] == [mlqa, {**squad, "limit": 2000}]
+        assert b["translate"]["targets"]["es"]["fill"] is None
+        assert c["translate"]["targets"] == default["translate"]["targets"]
+        assert d["gather"]["sources"] == [{**squad, "limit": 2000}] and d["languages"] == ["en", "es"]
+        assert d["translate"]["targets"] == {"es": default["translate"]["targets"]["es"]}
+        assert a["filter"] == b["filter"] == c["filter"] == d["filter"] == default["filter"]
+    assert arms["squad-mt-chrf30-hybrid"]["filter"]["min_chrf"] == 30
