@@ -369,10 +369,10 @@ def test_the_mt_data_arms_change_only_the_training_data_and_copy_the_default_sou
     for sampler in ("hybrid", "xy"):
         a, b, c, d = (arms[f"{arm}-{sampler}"] for arm in ("mlqa", "squad-en", "squad-mt", "mt-only"))
         assert a["gather"]["sources"] == [mlqa]
-        assert b["gather"]["sources"] == c["gather"]["sources"] == [mlqa, {**squad, "limit": 2000}]
+        assert b["gather"]["sources"] == c["gather"]["sources"] == [mlqa, {**squad, "limit": 1000}]
         assert b["translate"]["targets"]["es"]["fill"] is None
         assert c["translate"]["targets"] == default["translate"]["targets"]
-        assert d["gather"]["sources"] == [{**squad, "limit": 2000}] and d["languages"] == ["en", "es"]
+        assert d["gather"]["sources"] == [{**squad, "limit": 1000}] and d["languages"] == ["en", "es"]
         assert d["translate"]["targets"] == {"es": default["translate"]["targets"]["es"]}
         assert a["filter"] == b["filter"] == c["filter"] == d["filter"] == default["filter"]
     assert arms["squad-mt-chrf30-hybrid"]["filter"]["min_chrf"] == 30
