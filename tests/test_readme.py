@@ -209,11 +209,10 @@ def test_the_target_table_says_which_means_reach_the_target(tmp_path):
 
     from scripts.readme_tables import render
 
+    (tmp_path / "g" / "mtdata").mkdir(parents=True)
     pd.DataFrame({"run": ["mlqa-hybrid", "squad-mt-hybrid"], "seeds": [3, 3],
                   "multi_map_mean": [0.5712, 0.6004], "multi_rank_distance_mean": [331.8, 285.0],
-                  "mono_map_mean": [0.8001, 0.7996]}).to_csv(tmp_path / "summary.csv", index=False)
-    (tmp_path / "g" / "mtdata").mkdir(parents=True)
-    (tmp_path / "summary.csv").rename(tmp_path / "g" / "mtdata" / "summary.csv")
+                  "mono_map_mean": [0.8001, 0.7996]}).to_csv(tmp_path / "g" / "mtdata" / "summary.csv", index=False)
     out = render("<!-- table g/mtdata target -->\n<!-- /table -->", grids=tmp_path, lock={})
     assert "| run | seeds | multi mAP (>= 0.6) | rank distance (<= 285) | mono mAP (>= 0.8) |" in out
     assert "| mlqa-hybrid | 3 | 0.5712 (no) | 331.8 (no) | 0.8001 (yes) |" in out
