@@ -7,8 +7,10 @@ DVC's temporary copy of the workspace; params.yaml is left as committed.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from pipeline.reproducibility import machine
@@ -23,8 +25,31 @@ def dvc(*args: str, check: bool = True, capture: bool = False) -> subprocess.Com
                           text=True)
 
 
+# What the stages' commands import first; enough to tell the project's environment from a bare Python.
+STAGE_IMPORTS = "import pandas, pyarrow, torch, ctranslate2, pipeline"
+
+
+def check_stage_python() -> None:
+    """Exit before anything is queued when the ``python`` of the stages' commands (``python -m
+    pipeline.stages...``, the first on PATH) cannot import the pipeline's packages as seen from another
+    directory, as it is from DVC's temporary copy of the workspace. A relative PATH entry such as
+    ``.venv/bin`` resolves here but not there, and every experiment of the grid would fail within seconds."""
+    try:
+        probe = subprocess.run(["python", "-c", STAGE_IMPORTS], cwd=tempfile.gettempdir(), capture_output=True,
+                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        problem = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1] if probe.returncode else ""
+    except FileNotFoundError:
+        problem = "no `python` on PATH"
+    if problem:
+        raise SystemExit(f"the stages run `python -m pipeline.stages...` in DVC's copy of the workspace, and the "
+                         f"`python` on PATH there fails: {problem}. Activate the project's environment or put its "
+                         f"bin folder on PATH as an absolute path (PATH={os.environ.get('PATH', '')})")
+
+
 def queue(grid: str, seeds: list[int], run_set_name: str = DEFAULT_SET, only=None) -> list[str]:
-    """Queue the grid's experiments of a run set (``only``: some of its runs); params.yaml is left as committed."""
+    """Queue the grid's experiments of a run set (``only``: some of its runs); params.yaml is left as committed.
+    Checks first that the stages' ``python`` has the pipeline's packages (:func:`check_stage_python`)."""
+    check_stage_python()
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=ROOT).returncode:
         raise SystemExit("params.yaml differs from HEAD: commit or stash it first (the grid starts from HEAD)")
     plan = grids.planned(grid, seeds, run_set_name, only)

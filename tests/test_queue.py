@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,3 +170,25 @@ def test_a_failed_experiment_and_params_yaml(scratch_project):
     assert (project / "params.yaml").read_bytes() != before  # DVC's behaviour: the override stays
     subprocess.run(["git", "checkout", "params.yaml"], cwd=project, env=env, check=True)
     assert (project / "params.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("bad_path", ["relative", "missing"])
+def test_a_stage_python_that_the_queue_cannot_use_stops_the_grid_before_queueing(tmp_path, monkeypatch, bad_path):
+    """The stages call ``python`` from PATH in DVC's copy of the workspace: a relative ``.venv/bin`` entry
+    (resolved from the repository here, not there) or no ``python`` at all must stop ``queue`` before
+    any experiment is queued, with a message that names PATH; the project's own interpreter passes."""
+    from experiments import queue as q
+
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    q.check_stage_python()  # the interpreter running the tests has the packages
+    # as ".venv/bin" from the repository: "bin" from the interpreter's prefix, which is not where DVC runs
+    monkeypatch.chdir(Path(sys.executable).parent.parent)
+    assert not (Path(tempfile.gettempdir()) / "bin").exists()
+    monkeypatch.setenv("PATH", f"bin:{bare}" if bad_path == "relative" else str(bare))
+    queued = []
+    monkeypatch.setattr(q, "dvc", lambda *a, **k: queued.append(a))
+    with pytest.raises(SystemExit, match="python` on PATH there fails.*absolute path"):
+        q.queue("mlqa2xquad-cpu", [13])
+    assert queued == []
