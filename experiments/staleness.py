@@ -4,7 +4,9 @@ A grid's folder (``metrics/grids/<grid>/``, or ``<grid>/<set>/``) holds ``code.j
 :mod:`experiments.collect`: per distinct identity of its runs, the commit they started from and one digest
 per stage of their ``dvc.lock``, with the runs that used it::
 
-    {"identities": [{"commits": ["<sha>"], "stages": {"train": "<sha256>", ...}, "runs": ["xx-s0", ...]}]}
+    {"identities": [{"commits": ["<sha>"], "overridden": ["sampling.mode", ...],
+                     "stages": {"train": "<sha256>", ...}, "runs": ["xx-s0", ...]}],
+     "inputs": {"train": {"code": ["pipeline/loss.py", ...], "params": {"params.yaml": ["train", ...]}}, ...}}
 
 A stage's digest is the sha256 of the sorted ``(path, md5)`` of its ``.py`` dependencies and of its
 ``params`` entry: the code and the settings it ran with, not its data (data that changes follows from
@@ -12,7 +14,10 @@ them). The params keys a grid sets itself with ``-S`` (``sampling.mode``, ``seed
 the digest and listed in the identity as ``overridden``: a run applies them on top of whatever
 params.yaml says, so only the rest of params.yaml can make it stale. :func:`stale_stages` compares the
 digests with the workspace's ``dvc.lock`` the same way, by stage name (foreach stages as
-``index@xquad-r``). Only ``yaml`` and ``json`` are read: no DVC import.
+``index@xquad-r``). A stage the workspace's ``dvc.lock`` lacks is one the grid's own overrides created (fold B's
+``+translate.targets.el`` makes ``translate@el``, its ``index.datasets`` makes ``index@mlqa-r``): code.json
+keeps the ``.py`` files and params keys each stage read (``inputs``), and such a stage is checked against
+those files and params.yaml in the workspace. Only ``yaml`` and ``json`` are read: no DVC import.
 """
 from __future__ import annotations
 
@@ -65,6 +70,34 @@ def lock_digests(lock: dict, overridden=()) -> dict[str, str]:
     return {name: stage_digest(stage, overridden) for name, stage in (lock.get("stages") or {}).items()}
 
 
+def stage_inputs(stage: dict) -> dict:
+    """The ``.py`` dependencies and params keys (per params file) of a dvc.lock stage: what
+    :func:`workspace_digest` needs to digest it again from the workspace."""
+    return {"code": sorted(d["path"] for d in stage.get("deps") or [] if d["path"].endswith(".py")),
+            "params": {file: sorted(values) for file, values in (stage.get("params") or {}).items()}}
+
+
+def _lookup(params: dict, key: str):
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return {"missing": key}  # never equal to a recorded value: the stage reads as changed
+        node = node[part]
+    return node
+
+
+def workspace_digest(inputs: dict, overridden=(), root: Path = ROOT) -> str:
+    """:func:`stage_digest` of a stage with ``inputs`` (:func:`stage_inputs`) as the workspace under ``root``
+    has it today: the md5 of each ``.py`` file (as DVC records it) and each params key's value."""
+    deps = [{"path": path, "md5": hashlib.md5((root / path).read_bytes()).hexdigest()
+             if (root / path).is_file() else ""} for path in inputs["code"]]
+    params = {}
+    for file, keys in inputs["params"].items():
+        values = yaml.safe_load((root / file).read_text()) if (root / file).is_file() else {}
+        params[file] = {key: _lookup(values or {}, key) for key in keys}
+    return stage_digest({"deps": deps, "params": params}, overridden)
+
+
 def read_lock(path: Path = ROOT / "dvc.lock") -> dict:
     return yaml.safe_load(Path(path).read_text()) or {}
 
@@ -81,14 +114,16 @@ def commit_of(rev: str = "HEAD") -> str:
 
 
 def override_keys(overrides) -> list[str]:
-    """The dotted keys of ``-S key=value`` overrides, sorted."""
-    return sorted({o.split("=", 1)[0].strip() for o in overrides})
+    """The dotted keys of ``-S key=value`` overrides, sorted, without DVC's ``+`` (append a key) or ``~``
+    (delete it) in front."""
+    return sorted({o.split("=", 1)[0].strip().lstrip("+~") for o in overrides})
 
 
 def identities(runs) -> dict:
     """``code.json`` of ``(run name, commit, parsed dvc.lock[, overridden keys])`` per run: runs with the same
     overridden keys and stage digests share one identity (with every commit they started from)."""
     found: dict[str, dict] = {}
+    inputs: dict[str, dict] = {}
     for run, commit, lock, *rest in runs:
         overridden = sorted(rest[0]) if rest else []
         stages = lock_digests(lock, overridden)
@@ -97,7 +132,9 @@ def identities(runs) -> dict:
         if commit not in ident["commits"]:
             ident["commits"].append(commit)
         ident["runs"].append(run)
-    return {"identities": list(found.values())}
+        for name, stage in (lock.get("stages") or {}).items():
+            inputs.setdefault(name, stage_inputs(stage))
+    return {"identities": list(found.values()), "inputs": inputs}
 
 
 def write(folder: Path, runs: list[tuple[str, str, dict]]) -> Path:
@@ -112,18 +149,28 @@ def _identities(code_json: dict) -> list[dict]:
     return [code_json]  # one identity at the top level: {"commit": ..., "stages": {...}}
 
 
-def stale_stages(code_json: dict | None, head_lock: dict) -> list[str]:
+def stale_stages(code_json: dict | None, head_lock: dict, root: Path = ROOT) -> list[str]:
     """The stages whose digest in ``head_lock`` (the parsed workspace dvc.lock) differs from the one any
-    identity of ``code_json`` recorded, or that only one side has, in the order of ``head_lock``;
-    ``[UNKNOWN]`` without a ``code_json`` (the grid ran before identities were recorded)."""
+    identity of ``code_json`` recorded, in the order of ``head_lock``; a stage only ``head_lock`` has counts as
+    changed, and one only the grid has is digested from the workspace under ``root`` where code.json kept its
+    ``inputs`` (:func:`workspace_digest`; changed where it did not). ``[UNKNOWN]`` without a ``code_json``
+    (the grid ran before identities were recorded)."""
     if code_json is None:
         return [UNKNOWN]
+    inputs = code_json.get("inputs") or {}
     changed: list[str] = []
     for ident in _identities(code_json):
-        head = lock_digests(head_lock, ident.get("overridden") or ())
+        overridden = ident.get("overridden") or ()
+        head = lock_digests(head_lock, overridden)
         ran = ident.get("stages") or {}
         for name in list(head) + [n for n in ran if n not in head]:
-            if head.get(name) != ran.get(name) and name not in changed:
+            if name in head:
+                now = head[name]
+            elif name in inputs:
+                now = workspace_digest(inputs[name], overridden, root)
+            else:
+                now = None
+            if now != ran.get(name) and name not in changed:
                 changed.append(name)
     head = lock_digests(head_lock)
     order = {n: i for i, n in enumerate(head)}

@@ -148,3 +148,44 @@ def test_the_fold_a_cpu_grid_records_the_keys_each_run_overrode():
             run, seed = name.rsplit("-s", 1)
             assert ident["overridden"] == sorted({o.split("=")[0] for o in grids.overrides("mlqa2xquad-cpu", run,
                                                                                          int(seed))}), name
+
+
+def test_a_stage_only_the_grids_own_overrides_create_is_checked_against_the_workspace(tmp_path, lock):
+    """Fold B appends languages (``+translate.targets.el``): its runs have ``translate@el``, which the
+    workspace's dvc.lock lacks. Such a stage is digested from the workspace's files and params.yaml: from
+    today's code while they are unchanged, stale once one of its files or params keys changes."""
+    import shutil
+
+    from experiments import staleness
+
+    keys = staleness.override_keys(["+translate.targets.el={backend: reference}", "seed=13"])
+    assert keys == ["seed", "translate.targets.el"]
+    ran = copy.deepcopy(lock)
+    el = copy.deepcopy(ran["stages"]["translate@ar"])
+    values = el["params"]["params.yaml"]
+    values["translate.targets.el"] = {"backend": "reference"}
+    del values["translate.targets.ar"]
+    ran["stages"]["translate@el"] = el
+    code = staleness.identities([("xy-s13", "c0ffee", ran, keys)])
+    assert code["inputs"]["translate@el"]["params"]["params.yaml"][-2] == "translate.targets.el"
+    assert staleness.stale_stages(code, lock) == []
+    # without the inputs, a stage the workspace lacks cannot be checked: it reads as changed
+    assert staleness.stale_stages({"identities": code["identities"]}, lock) == ["translate@el"]
+
+    root = tmp_path / "workspace"
+    for path in code["inputs"]["translate@el"]["code"] + ["params.yaml"]:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, root / path)
+    assert staleness.stale_stages(code, lock, root) == []
+    script = root / "pipeline" / "stages" / "translate.py"
+    script.write_text(script.read_text() + "\n# changed\n")
+    assert staleness.stale_stages(code, lock, root) == ["translate@el"]
+    shutil.copy(ROOT / "pipeline" / "stages" / "translate.py", script)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["translate"]["beam_size"] += 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert staleness.stale_stages(code, lock, root) == ["translate@el"]
+    params["translate"]["beam_size"] -= 1
+    params["translate"]["targets"]["el"] = {"backend": "nllb"}  # the grid's own key: never stale
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert staleness.stale_stages(code, lock, root) == []
