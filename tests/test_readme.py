@@ -15,7 +15,7 @@ def test_generated_blocks_of_the_readme_and_the_docs_match_the_metrics_files():
     grids = {b[1] for b in blocks if b[2] not in ("overview", "profile", "speed", "default", "paths", "data")}
     assert {b[2] for b in BLOCK.findall(texts["README.md"])} >= {"overview", "default"}  # the headline
     assert {b[2] for b in blocks} >= {"profile", "speed", "default", "data"}  # run, benchmarks, default, data
-    assert {"mlqa2xquad-cpu", "mlqa2xquad-gpu", "xquad2mlqa-gpu", "mlqa2xquad-cpuint8/hardneg",
+    assert {"mlqa2xquad-cpu", "mlqa2xquad-gpu", "xquad2mlqa-cpu", "xquad2mlqa-gpu", "mlqa2xquad-cpuint8/hardneg",
             "mlqa2xquad-gpu/hardneg", "mlqa2xquad-cpuint8/push"} <= grids
     for grid in grids:
         assert (ROOT / "metrics" / "grids" / grid / "runs.csv").exists(), grid
@@ -121,7 +121,8 @@ def test_every_marked_paragraph_quotes_only_values_of_its_files():
 
 READINGS = {  # run set -> the findings section whose reading must name it
     "mlqa2xquad-cpu": "Across the grids", "mlqa2xquad-gpu": "Across the grids",
-    "xquad2mlqa-gpu": "Across the grids", "mlqa2xquad-cpuint8/hardneg": "Hard negatives: in which language?",
+    "xquad2mlqa-cpu": "Across the grids", "xquad2mlqa-gpu": "Across the grids",
+    "mlqa2xquad-cpuint8/hardneg": "Hard negatives: in which language?",
     "mlqa2xquad-cpuint8/push": "Towards the paper's multilingual numbers",
     "mlqa2xquad-gpu/hardneg": "Hard negatives at GPU scale",
 }
