@@ -136,6 +136,11 @@ def test_a_queued_experiment_runs_end_to_end_in_dvcs_temporary_copy(scratch_proj
     train = data["metrics"]["metrics/train.json"]["data"]
     assert train["select_by"] == "dev" and train["steps_run"] == 2
     assert data["params"]["params.yaml"]["data"]["seed"] == 3
+    # every stage but the seconds-long score (tests/test_dvc_yaml.py) is in DVC's run cache, so the next
+    # experiment with the same data restores gather, filter and mine instead of running them again
+    cached = {(f.read_text().split("pipeline.stages.", 1)[1].split()[0])
+              for f in (project / ".dvc" / "cache" / "runs").rglob("*") if f.is_file()}
+    assert cached == {"models", "gather", "translate", "filter", "split", "mine", "assemble", "train", "index"}, cached
 
 
 def test_a_missing_mirror_stops_the_train_stage_before_training(scratch_project):
