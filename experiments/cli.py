@@ -5,6 +5,7 @@
     python -m experiments report --grid mlqa2xquad-cpu                 # summary, intervals, verdicts
     python -m experiments run --grid mlqa2xquad-cpu --runs hardneg     # another run set
     python -m experiments queue --grid mlqa2xquad-cpu --runs hardneg --only hybrid-hn-query
+    python -m experiments collect --grid mlqa2xquad-cpu --runs mtdata --add   # beside the runs collected before
 
 (``python -m scripts.compare_strategies`` and ``hybrid-batch-compare`` are the same command.)
 
@@ -17,7 +18,8 @@ queues one experiment per run (``--only``: some of them) and seed (``dvc exp run
 <grid>-<run>-s<seed> -S ...``; the untrained baseline once), starts DVC's queue (``dvc queue start -j JOBS``)
 and waits for it (:mod:`experiments.queue`). Each experiment runs the same ``dvc.yaml`` with validated params
 in DVC's temporary copy of the workspace. ``collect`` reads every experiment of the grid and run set back from
-DVC into ``runs.csv`` and ``per-query.parquet`` (:mod:`experiments.collect`). ``report`` writes
+DVC into ``runs.csv`` and ``per-query.parquet`` (:mod:`experiments.collect`); with ``--add`` beside the runs
+collected there before, so a grid too long for one machine's session is run in parts on several. ``report`` writes
 ``summary.csv``, ``intervals.csv`` and ``verdicts.csv`` or ``findings.csv`` (:mod:`experiments.report`).
 
 GPU grids (``*-gpu``) run on a lent GPU machine, where there is no DVC: ``python -m experiments.gpu``
@@ -45,9 +47,14 @@ def main(argv=None) -> None:
     ap.add_argument("-j", "--jobs", type=int, default=1, help="dvc queue start -j (parallel experiments)")
     ap.add_argument("--from", dest="folder", help="collect: a results folder of experiments.gpu instead of DVC")
     ap.add_argument("--device", default="", help="collect --from: the device the results came from")
+    ap.add_argument("--add", action="store_true",
+                    help="collect: keep the runs collected before (another machine's or an earlier clone's; DVC "
+                         "keeps experiments in one repository), replacing those collected again")
     args = ap.parse_args(argv)
     if args.only and args.action not in ("run", "queue"):
         ap.error("--only chooses runs to queue: use it with run or queue")
+    if args.add and args.action not in ("run", "collect"):
+        ap.error("--add keeps collected runs: use it with run or collect")
     grids.grid_spec(args.grid, args.run_set)
     if args.action in ("run", "queue"):
         names = queue.queue(args.grid, args.seeds, args.run_set, args.only)
@@ -57,9 +64,9 @@ def main(argv=None) -> None:
         queue.run_queued(args.grid, names, args.jobs, args.run_set)
     if args.action in ("run", "collect"):
         if args.folder:
-            collect.collect_folder(args.grid, Path(args.folder), args.device, args.run_set)
+            collect.collect_folder(args.grid, Path(args.folder), args.device, args.run_set, args.add)
         else:
-            collect.collect(args.grid, args.run_set)
+            collect.collect(args.grid, args.run_set, args.add)
     report(args.grid, args.run_set)
 
 

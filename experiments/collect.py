@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.io import write_csv, write_parquet
 from pipeline.metrics import metric_source
+from pipeline.reproducibility import machine
 
 from . import grids, staleness
 from .grids import DEFAULT_SET, ROOT, param_at, parse_run_name
@@ -60,24 +61,56 @@ def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, hea
     return row
 
 
+def collected(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
+    """The runs already in ``out`` (runs.csv, per-query.parquet, code.json), or None where there are none. Each
+    run must have its code identity in code.json: a run of unknown code cannot be kept beside new ones."""
+    if not (out / "runs.csv").exists():
+        return None
+    runs = pd.read_csv(out / "runs.csv")
+    code_path = out / staleness.CODE_FILE
+    code = json.loads(code_path.read_text()) if code_path.exists() else {}
+    known = {r for ident in code.get("identities") or [] for r in ident.get("runs") or []}
+    unknown = sorted({f"{r}-s{s}" for r, s in zip(runs["run"], runs["seed"], strict=True)} - known)
+    if unknown:
+        raise SystemExit(f"{out / 'runs.csv'}: runs {', '.join(unknown)} have no code identity in {code_path}; "
+                         "collect without --add to replace them")
+    return runs, pd.read_parquet(out / "per-query.parquet"), code
+
+
 def save(grid: str, rows: list[dict], per_query: list[pd.DataFrame], device: str,
-         run_set_name: str = DEFAULT_SET, code: list[tuple[str, str, dict]] = ()) -> Path:
-    """``runs.csv`` (rows in the set's run order, then by seed, with ``device``), ``per-query.parquet`` and
-    ``code.json`` of ``code`` (``(run, commit, dvc.lock, overridden keys)`` per run,
-    :func:`experiments.staleness.write`)."""
+         run_set_name: str = DEFAULT_SET, code: list[tuple[str, str, dict]] = (), add: bool = False,
+         machine: str = "") -> Path:
+    """``runs.csv`` (rows in the set's run order, then by seed, with ``device`` and ``machine``),
+    ``per-query.parquet`` and ``code.json`` of ``code`` (``(run, commit, dvc.lock, overridden keys)`` per run,
+    :func:`experiments.staleness.write`). ``add``: keep the runs already collected in the folder (another
+    machine's, or an earlier clone's: DVC keeps experiments in one repository only), those collected again
+    replaced by the new ones."""
     out = grids.out_dir(grid, run_set_name)
     out.mkdir(parents=True, exist_ok=True)
-    if code:
-        staleness.write(out, list(code))
     order = list(grids.run_set(run_set_name)["runs"])
-    runs = pd.DataFrame(rows).sort_values(["run", "seed"], key=lambda c: c.map(order.index) if c.name == "run" else c)
+    runs = pd.DataFrame(rows)
     runs.insert(2, "device", device)
-    write_csv(out / "runs.csv", runs)
+    runs.insert(3, "machine", machine or device)
     pq = pd.concat(per_query, ignore_index=True)
+    before = collected(out) if add else None
+    if before is not None:
+        old_runs, old_pq, old_code = before
+        new = set(zip(runs["run"], runs["seed"], strict=True))
+        keep = [(r, s) not in new for r, s in zip(old_runs["run"], old_runs["seed"], strict=True)]
+        runs = pd.concat([old_runs[keep], runs], ignore_index=True)
+        old_pq = old_pq.astype({c: str for c in ("run", "qid", "query_lang", "setting", "pool_lang")})
+        keep_q = [(r, s) not in new for r, s in zip(old_pq["run"], old_pq["seed"], strict=True)]
+        pq = pd.concat([old_pq[keep_q], pq], ignore_index=True)
+    if code:
+        staleness.write(out, list(code), before[2] if before is not None else None)
+    runs = runs.sort_values(["run", "seed"], key=lambda c: c.map(order.index) if c.name == "run" else c,
+                            kind="stable")
+    write_csv(out / "runs.csv", runs)
     for c in ("run", "qid", "query_lang", "setting", "pool_lang"):
-        pq[c] = pq[c].astype("category")
+        pq[c] = pq[c].astype(str).astype("category")
     write_parquet(out / "per-query.parquet", pq)
-    print(f"{len(rows)} runs of {grid} ({run_set_name}) -> {out}")
+    kept = len(runs) - len(rows)
+    print(f"{len(rows)} runs of {grid} ({run_set_name}){f' added to {kept} collected before' if kept else ''} -> {out}")
     return out
 
 
@@ -95,8 +128,9 @@ def cached_output_file(rev: str, out: str, name: str) -> Path:
     raise SystemExit(f"{rev}: dvc.lock has no output {out}")
 
 
-def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
-    """The grid's DVC experiments of a run set -> :func:`experiments.grids.out_dir` (runs.csv, per-query.parquet)."""
+def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Path:
+    """The grid's DVC experiments of a run set -> :func:`experiments.grids.out_dir` (runs.csv, per-query.parquet);
+    ``add``: beside the runs collected there before (:func:`save`)."""
     dataset, _ = grids.dataset_of(grid)
     headline = grids.headline_of(grid)
     spec = grids.run_set(run_set_name)
@@ -121,10 +155,11 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET) -> Path:
         raise SystemExit(f"no experiments named {grid}-<run>-s<seed> of run set {run_set_name}; run "
                          f"`... run --grid {grid} --runs {run_set_name}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"
-    return save(grid, rows, per_query, device, run_set_name, code)
+    # DVC's experiments ran on this machine
+    return save(grid, rows, per_query, device, run_set_name, code, add, machine()["cpu"])
 
 
-def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET) -> Path:
+def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Path:
     """Results of :mod:`experiments.gpu` (one folder per run: params.yaml, train.json, <dataset>.json,
     per_query.parquet) -> the same files as :func:`collect`. The code identity is a run folder's own
     ``dvc.lock`` where it has one, else the folder's, else the workspace's (the bundle carried the
@@ -147,4 +182,4 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
         lock = next(p for p in (run_dir / "dvc.lock", folder / "dvc.lock", ROOT / "dvc.lock") if p.exists())
         code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock),
                      staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
-    return save(grid, rows, per_query, device, run_set_name, code)
+    return save(grid, rows, per_query, device, run_set_name, code, add)

@@ -137,9 +137,31 @@ def identities(runs) -> dict:
     return {"identities": list(found.values()), "inputs": inputs}
 
 
-def write(folder: Path, runs: list[tuple[str, str, dict]]) -> Path:
+def merge(kept: dict, new: dict) -> dict:
+    """``code.json`` of two collections: ``kept`` (runs collected before, without those ``new`` has again) and
+    ``new``; identities with the same overridden keys and stage digests become one, and a stage's ``inputs``
+    are ``new``'s where both have them."""
+    replaced = {r for ident in new["identities"] for r in ident["runs"]}
+    found: dict[str, dict] = {}
+    pairs = [(i, [r for r in i.get("runs") or [] if r not in replaced]) for i in _identities(kept)]
+    for ident, runs in pairs + [(i, i["runs"]) for i in new["identities"]]:
+        if not runs:
+            continue
+        key = json.dumps([ident.get("overridden") or [], ident.get("stages") or {}], sort_keys=True)
+        into = found.setdefault(key, {"commits": [], "overridden": ident.get("overridden") or [],
+                                      "stages": ident.get("stages") or {}, "runs": []})
+        into["commits"] += [c for c in ident.get("commits", []) if c not in into["commits"]]
+        into["runs"] += [r for r in runs if r not in into["runs"]]
+    return {"identities": list(found.values()), "inputs": {**(kept.get("inputs") or {}), **new["inputs"]}}
+
+
+def write(folder: Path, runs: list[tuple[str, str, dict]], kept: dict | None = None) -> Path:
+    """``code.json`` of ``runs`` (:func:`identities`), merged into ``kept`` (:func:`merge`) where given."""
     path = Path(folder) / CODE_FILE
-    path.write_text(json.dumps(identities(runs), indent=1, sort_keys=True) + "\n")
+    code = identities(runs)
+    if kept is not None:
+        code = merge(kept, code)
+    path.write_text(json.dumps(code, indent=1, sort_keys=True) + "\n")
     return path
 
 

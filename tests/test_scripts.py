@@ -234,3 +234,52 @@ def test_encoding_speed_table_shows_the_candidate_engines_of_their_own_run(tmp_p
     assert "| `torch fp32` | engine torch | 100.0 | 1.00x | 1.0000 |" in out
     assert "| candidate engine (its own run) | texts/s | vs torch fp32 of that run | min cosine to fp32 |" in out
     assert "| `torch fp32` | 72.8 | 1.00x | 1.0000 |" in out and "| `openvino bf16` | 200.0 | 2.75x | 1.0000 |" in out
+
+
+def test_collect_add_keeps_the_runs_collected_before_and_replaces_those_collected_again(tmp_path, monkeypatch):
+    """A grid run in parts on several machines: the second part is collected beside the first (``--add``), a run
+    collected again replaces its old row, per-query rows and code identity, and without ``--add`` only the new
+    part is kept."""
+    import json
+
+    import yaml
+
+    from experiments import collect, grids
+
+    monkeypatch.setattr(grids, "OUT", tmp_path / "grids")
+    monkeypatch.setattr(grids, "dataset_of", lambda grid: ("toy", []))
+    monkeypatch.setattr(grids, "headline_of", lambda grid: headline_metrics((1, 10)))
+    monkeypatch.setattr(grids, "overrides", lambda grid, run, seed, run_set_name: [f"seed={seed}"])
+
+    def part(name, runs):
+        folder = tmp_path / name
+        for run, seed, v in runs:
+            d = folder / f"toy-cpu-{run}-s{seed}"
+            d.mkdir(parents=True)
+            per_query(v).to_parquet(d / "per_query.parquet")
+            (d / "params.yaml").write_text(yaml.safe_dump({"sampling": {"mode": "hybrid", "alpha": 0.5}}))
+            (d / "train.json").write_text(json.dumps({"best_step": 20}))
+            (d / "toy.json").write_text(json.dumps({"mono_map": v}))
+        return folder
+
+    first = part("first", [("hybrid", 1, 0.7), ("hybrid", 2, 0.8), ("xy", 1, 0.6)])
+    second = part("second", [("hybrid", 2, 0.85), ("xx", 1, 0.5)])
+    out = tmp_path / "grids" / "toy-cpu"
+    collect.collect_folder("toy-cpu", first, "machine A")
+    collect.collect_folder("toy-cpu", second, "machine B", add=True)
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(zip(runs["run"], runs["seed"], runs["machine"], strict=True)) == [
+        ("xx", 1, "machine B"), ("xy", 1, "machine A"), ("hybrid", 1, "machine A"), ("hybrid", 2, "machine B")]
+    assert runs.set_index(["run", "seed"]).loc[("hybrid", 2), "mono_map"] == pytest.approx(0.85)
+    pq = pd.read_parquet(out / "per-query.parquet")
+    assert len(pq) == 4 * len(per_query(0.5))  # no row of the replaced run left
+    assert pq[(pq["run"] == "hybrid") & (pq["seed"] == 2) & (pq["setting"] == "mono")]["ap"].eq(0.85).all()
+    code = json.loads((out / "code.json").read_text())
+    assert sorted(r for i in code["identities"] for r in i["runs"]) == ["hybrid-s1", "hybrid-s2", "xx-s1", "xy-s1"]
+    # without --add: the new part alone
+    collect.collect_folder("toy-cpu", second, "machine B")
+    assert sorted(pd.read_csv(out / "runs.csv")["run"]) == ["hybrid", "xx"]
+    # a collected run whose code is unknown cannot be kept beside new ones
+    (out / "code.json").unlink()
+    with pytest.raises(SystemExit, match=r"hybrid-s2, xx-s1 have no code identity"):
+        collect.collect_folder("toy-cpu", first, "machine A", add=True)
