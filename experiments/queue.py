@@ -12,6 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+import yaml
 
 from pipeline.reproducibility import machine
 
@@ -46,10 +49,55 @@ def check_stage_python() -> None:
                          f"bin folder on PATH as an absolute path (PATH={os.environ.get('PATH', '')})")
 
 
+def live_stages(lock: dict, pipeline: dict) -> dict:
+    """The entries of ``lock`` (a parsed dvc.lock) of stages that ``pipeline`` (the parsed dvc.yaml) defines:
+    ``name``, or ``name@item`` for a ``foreach`` stage; an entry left from a stage since removed or turned
+    into a ``foreach`` is not one."""
+    defined = pipeline.get("stages") or {}
+
+    def live(name: str) -> bool:
+        base, at, _ = name.partition("@")
+        return base in defined and bool(at) == ("foreach" in (defined[base] or {}))
+    return {n: st for n, st in (lock.get("stages") or {}).items() if live(n)}
+
+
+def missing_read_dirs(lock: dict, pipeline: dict, cache: Path) -> dict[str, str]:
+    """Directory outputs of ``lock`` (a parsed dvc.lock; its stages that ``pipeline``, the parsed dvc.yaml,
+    defines) that another stage reads a file of (split reads ``data/filtered/pairs.parquet``) and whose
+    listing (``<md5>.dir``) is not in the DVC cache ``cache``: output path -> the stage that makes it."""
+    stages = live_stages(lock, pipeline)
+    dirs = {o["path"]: (name, o["md5"]) for name, st in stages.items() for o in st.get("outs") or []
+            if str(o.get("md5", "")).endswith(".dir")}
+    missing = {}
+    for st in stages.values():
+        for dep in st.get("deps") or []:
+            for path, (name, md5) in dirs.items():
+                if dep["path"].startswith(path + "/") and not (cache / "files" / "md5" / md5[:2] / md5[2:]).exists():
+                    missing[path] = name
+    return missing
+
+
+def check_committed_outputs() -> None:
+    """Exit before anything is queued when DVC's cache lacks a committed directory output that a later stage
+    reads a file of (a fresh clone before ``make repro``). A queued experiment restores such a stage from
+    DVC's run cache and then fails at the next one ('failed to load directory ... .dir'): DVC looks the
+    file up in the committed listing, which is not there."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text()) if (ROOT / "dvc.lock").exists() else {}
+    cache = Path(dvc("cache", "dir", capture=True).stdout.strip() or ROOT / ".dvc" / "cache")
+    missing = missing_read_dirs(lock, yaml.safe_load((ROOT / "dvc.yaml").read_text()), cache)
+    if missing:
+        stages = " ".join(dict.fromkeys(missing.values()))
+        raise SystemExit(f"DVC's cache lacks the committed {', '.join(missing)} ({stages}), which later stages read "
+                         f"files of: queued experiments restored from the run cache would fail on them. Run "
+                         f"`dvc repro {stages}` (or `make repro`) first")
+
+
 def queue(grid: str, seeds: list[int], run_set_name: str = DEFAULT_SET, only=None) -> list[str]:
     """Queue the grid's experiments of a run set (``only``: some of its runs); params.yaml is left as committed.
-    Checks first that the stages' ``python`` has the pipeline's packages (:func:`check_stage_python`)."""
+    Checks first that the stages' ``python`` has the pipeline's packages (:func:`check_stage_python`) and that
+    DVC's cache holds what the experiments will look up (:func:`check_committed_outputs`)."""
     check_stage_python()
+    check_committed_outputs()
     if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"], cwd=ROOT).returncode:
         raise SystemExit("params.yaml differs from HEAD: commit or stash it first (the grid starts from HEAD)")
     plan = grids.planned(grid, seeds, run_set_name, only)

@@ -197,3 +197,30 @@ def test_a_stage_python_that_the_queue_cannot_use_stops_the_grid_before_queueing
     with pytest.raises(SystemExit, match="python` on PATH there fails.*absolute path"):
         q.queue("mlqa2xquad-cpu", [13])
     assert queued == []
+
+
+def test_queueing_needs_the_committed_directories_that_later_stages_read_files_of(tmp_path):
+    """A fresh clone's DVC cache lacks the committed outputs; an experiment that restores filter from the run
+    cache then fails at split, which reads data/filtered/pairs.parquet through the committed listing. The
+    check names exactly those outputs (not train's, which no stage reads a file of, nor a stale lock entry)."""
+    from experiments.queue import live_stages, missing_read_dirs
+
+    pipeline = {"stages": {"filter": {"cmd": "f"}, "split": {"cmd": "s"}, "train": {"cmd": "t"},
+                           "index": {"foreach": ["xquad-r"], "do": {"cmd": "i"}}}}
+    lock = {"stages": {
+        "filter": {"outs": [{"path": "data/filtered", "md5": "aa11.dir"}, {"path": "metrics/data.json", "md5": "bb"}]},
+        "split": {"deps": [{"path": "data/filtered/pairs.parquet", "md5": "cc"}],
+                  "outs": [{"path": "data/split", "md5": "dd22.dir"}]},
+        "train": {"deps": [{"path": "data/split/dev", "md5": "ee.dir"}],
+                  "outs": [{"path": "models/trained", "md5": "ff33.dir"}]},
+        "index@xquad-r": {"deps": [{"path": "models/trained", "md5": "ff33.dir"}]},
+        # left from when index was one stage: DVC ignores it, and so does the check
+        "index": {"outs": [{"path": "data/embeddings", "md5": "gg44.dir"}]},
+        "score": {"deps": [{"path": "data/embeddings/xquad-r", "md5": "hh.dir"}]}}}
+    assert list(live_stages(lock, pipeline)) == ["filter", "split", "train", "index@xquad-r"]
+    cache = tmp_path / "cache"
+    assert missing_read_dirs(lock, pipeline, cache) == {"data/filtered": "filter", "data/split": "split"}
+    for md5 in ("aa11.dir", "dd22.dir"):
+        (cache / "files" / "md5" / md5[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / "files" / "md5" / md5[:2] / md5[2:]).write_text("[]")
+    assert missing_read_dirs(lock, pipeline, cache) == {}
