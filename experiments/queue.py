@@ -6,6 +6,7 @@ DVC's temporary copy of the workspace; params.yaml is left as committed.
 """
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import subprocess
@@ -77,13 +78,24 @@ def missing_read_dirs(lock: dict, pipeline: dict, cache: Path) -> dict[str, str]
     return missing
 
 
+def cache_dir(root: Path = ROOT) -> Path:
+    """DVC's cache folder: ``cache.dir`` of ``.dvc/config.local`` or ``.dvc/config`` (relative to ``.dvc``),
+    else ``.dvc/cache``."""
+    for name in ("config.local", "config"):
+        config = configparser.ConfigParser()
+        config.read(root / ".dvc" / name)
+        if config.has_option("cache", "dir"):
+            return (root / ".dvc" / config.get("cache", "dir")).resolve()
+    return root / ".dvc" / "cache"
+
+
 def check_committed_outputs() -> None:
     """Exit before anything is queued when DVC's cache lacks a committed directory output that a later stage
     reads a file of (a fresh clone before ``make repro``). A queued experiment restores such a stage from
     DVC's run cache and then fails at the next one ('failed to load directory ... .dir'): DVC looks the
     file up in the committed listing, which is not there."""
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text()) if (ROOT / "dvc.lock").exists() else {}
-    cache = Path(dvc("cache", "dir", capture=True).stdout.strip() or ROOT / ".dvc" / "cache")
+    cache = cache_dir()
     missing = missing_read_dirs(lock, yaml.safe_load((ROOT / "dvc.yaml").read_text()), cache)
     if missing:
         stages = " ".join(dict.fromkeys(missing.values()))

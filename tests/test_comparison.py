@@ -238,6 +238,7 @@ def _fake_dvc(monkeypatch):
 
     calls = []
     monkeypatch.setattr(q, "dvc", lambda *a, **k: calls.append(list(a)))
+    monkeypatch.setattr(q, "check_committed_outputs", lambda: None)  # reads DVC's cache (tests/test_queue.py)
 
     class Done:
         returncode = 0

@@ -224,3 +224,12 @@ def test_queueing_needs_the_committed_directories_that_later_stages_read_files_o
         (cache / "files" / "md5" / md5[:2]).mkdir(parents=True, exist_ok=True)
         (cache / "files" / "md5" / md5[:2] / md5[2:]).write_text("[]")
     assert missing_read_dirs(lock, pipeline, cache) == {}
+
+
+def test_the_cache_folder_follows_dvc_config(tmp_path):
+    from experiments.queue import cache_dir
+
+    (tmp_path / ".dvc").mkdir()
+    assert cache_dir(tmp_path) == tmp_path / ".dvc" / "cache"
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    analytics = false\n[cache]\n    dir = ../../shared-cache\n")
+    assert cache_dir(tmp_path) == (tmp_path.parent / "shared-cache").resolve()
