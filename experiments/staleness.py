@@ -39,7 +39,7 @@ CURRENT = "from today's code"
 def _without(params: dict, keys) -> dict:
     """A dvc.lock ``params`` entry (``{file: {key: value}}``) without the dotted ``keys``: a key is dropped
     where the entry names it, or removed from inside the section the entry names (``sampling.mode`` from
-    ``sampling``)."""
+    ``sampling``), through list items by index (``gather.sources.1.limit``)."""
     out = copy.deepcopy(params)
     for values in out.values():
         for key in keys:
@@ -50,10 +50,21 @@ def _without(params: dict, keys) -> dict:
                     *path, last = key[len(name) + 1:].split(".")
                     node = values[name]
                     for part in path:
-                        node = node.get(part) if isinstance(node, dict) else None
+                        node = _child(node, part)
                     if isinstance(node, dict):
                         node.pop(last, None)
+                    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+                        node[int(last)] = None  # the item's place stays, so later items keep their index
     return out
+
+
+def _child(node, part: str):
+    """``node[part]`` of a dict, or of a list where ``part`` is an index (``gather.sources.1.limit``)."""
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None
 
 
 def stage_digest(stage: dict, overridden=()) -> str:

@@ -189,3 +189,20 @@ def test_a_stage_only_the_grids_own_overrides_create_is_checked_against_the_work
     params["translate"]["targets"]["el"] = {"backend": "nllb"}  # the grid's own key: never stale
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     assert staleness.stale_stages(code, lock, root) == []
+
+
+def test_a_key_inside_a_list_item_is_left_out_by_its_index(lock):
+    """The MT-data runs set ``gather.sources.1.limit`` (the SQuAD source's sample size): that key, reached through
+    the list by index, is left out of gather's digest; another source's key still names the stage."""
+    from experiments import staleness
+
+    ran = copy.deepcopy(lock)
+    sources = ran["stages"]["gather"]["params"]["params.yaml"]["gather"]["sources"]
+    sources[1]["limit"] = (sources[1].get("limit") or 0) + 1000
+    keys = staleness.override_keys(["gather.sources.1.limit=1000"])
+    code = staleness.identities([("squad-en-s13", "c0ffee", ran, keys)])
+    assert "gather" not in staleness.stale_stages(code, lock)
+    moved = copy.deepcopy(lock)
+    moved["stages"]["gather"]["params"]["params.yaml"]["gather"]["sources"][0]["languages"] = ["en"]
+    assert "gather" in staleness.stale_stages(code, moved)
+    assert "gather" in staleness.stale_stages(staleness.identities([("squad-en-s13", "c0ffee", ran)]), lock)
