@@ -46,7 +46,7 @@ def _without(params: dict, keys) -> dict:
             for name in list(values):
                 if name == key:
                     del values[name]
-                elif key.startswith(name + ".") and isinstance(values[name], dict):
+                elif key.startswith(name + ".") and isinstance(values[name], (dict, list)):
                     *path, last = key[len(name) + 1:].split(".")
                     node = values[name]
                     for part in path:

@@ -16,7 +16,7 @@ def test_generated_blocks_of_the_readme_and_the_docs_match_the_metrics_files():
     assert {b[2] for b in BLOCK.findall(texts["README.md"])} >= {"overview", "default"}  # the headline
     assert {b[2] for b in blocks} >= {"profile", "speed", "default", "data"}  # run, benchmarks, default, data
     assert {"mlqa2xquad-cpu", "mlqa2xquad-gpu", "xquad2mlqa-cpu", "xquad2mlqa-gpu", "mlqa2xquad-cpuint8/hardneg",
-            "mlqa2xquad-gpu/hardneg", "mlqa2xquad-cpuint8/push"} <= grids
+            "mlqa2xquad-gpu/hardneg", "mlqa2xquad-cpuint8/push", "mlqa2xquad-cpu/mtdata"} <= grids
     for grid in grids:
         assert (ROOT / "metrics" / "grids" / grid / "runs.csv").exists(), grid
     for name, text in texts.items():
@@ -125,6 +125,7 @@ READINGS = {  # run set -> the findings section whose reading must name it
     "mlqa2xquad-cpuint8/hardneg": "Hard negatives: in which language?",
     "mlqa2xquad-cpuint8/push": "Towards the paper's multilingual numbers",
     "mlqa2xquad-gpu/hardneg": "Hard negatives at GPU scale",
+    "mlqa2xquad-cpu/mtdata": "More training data: SQuAD and its machine translation",
 }
 
 

@@ -206,3 +206,7 @@ def test_a_key_inside_a_list_item_is_left_out_by_its_index(lock):
     moved["stages"]["gather"]["params"]["params.yaml"]["gather"]["sources"][0]["languages"] = ["en"]
     assert "gather" in staleness.stale_stages(code, moved)
     assert "gather" in staleness.stale_stages(staleness.identities([("squad-en-s13", "c0ffee", ran)]), lock)
+    # train declares the list itself (gather.sources): the index is the path's first step there
+    ran["stages"]["train"]["params"]["params.yaml"]["gather.sources"][1]["limit"] = 1000
+    code = staleness.identities([("squad-en-s13", "c0ffee", ran, keys)])
+    assert staleness.stale_stages(code, lock) == []
