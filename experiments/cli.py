@@ -19,7 +19,7 @@ queues one experiment per run (``--only``: some of them) and seed (``dvc exp run
 and waits for it (:mod:`experiments.queue`). Each experiment runs the same ``dvc.yaml`` with validated params
 in DVC's temporary copy of the workspace. ``collect`` reads every experiment of the grid and run set back from
 DVC into ``runs.csv`` and ``per-query.parquet`` (:mod:`experiments.collect`); with ``--add`` beside the runs
-collected there before, so a grid too long for one machine's session is run in parts on several. ``report`` writes
+collected there before, so a grid that outlasts the machine it started on is run in parts on several. ``report`` writes
 ``summary.csv``, ``intervals.csv`` and ``verdicts.csv`` or ``findings.csv`` (:mod:`experiments.report`).
 
 GPU grids (``*-gpu``) run on a lent GPU machine, where there is no DVC: ``python -m experiments.gpu``

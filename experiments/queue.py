@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.reproducibility import machine
 
-from . import grids
+from . import grids, staleness
 from .grids import DEFAULT_SET, ROOT
 
 
@@ -94,9 +94,8 @@ def check_committed_outputs() -> None:
     reads a file of (a fresh clone before ``make repro``). A queued experiment restores such a stage from
     DVC's run cache and then fails at the next one ('failed to load directory ... .dir'): DVC looks the
     file up in the committed listing, which is not there."""
-    lock = yaml.safe_load((ROOT / "dvc.lock").read_text()) if (ROOT / "dvc.lock").exists() else {}
-    cache = cache_dir()
-    missing = missing_read_dirs(lock, yaml.safe_load((ROOT / "dvc.yaml").read_text()), cache)
+    lock = staleness.read_lock() if (ROOT / "dvc.lock").exists() else {}
+    missing = missing_read_dirs(lock, yaml.safe_load((ROOT / "dvc.yaml").read_text()), cache_dir())
     if missing:
         stages = " ".join(dict.fromkeys(missing.values()))
         raise SystemExit(f"DVC's cache lacks the committed {', '.join(missing)} ({stages}), which later stages read "
