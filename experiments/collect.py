@@ -1,10 +1,11 @@
 """Collecting a grid's finished experiments into ``metrics/grids/<grid>/`` (``<grid>/<set>/`` for a run set
 other than the default): ``runs.csv`` (one row per run and seed) and ``per-query.parquet``.
 
-:func:`collect` reads them from DVC (``dvc exp show --json`` for params and metrics, the per-query scores from
-DVC's cache through the experiment's dvc.lock); :func:`collect_folder` from a results folder of
-:mod:`experiments.gpu` (a lent GPU machine has no DVC). Both write ``code.json``: the code and params the
-runs used (:mod:`experiments.staleness`), from each experiment's dvc.lock and the commit it started from.
+:func:`collect` reads them from DVC (``dvc exp show --json`` for params and metrics, the per-query scores and
+the batches' statistics from DVC's cache through the experiment's dvc.lock); :func:`collect_folder` from a
+results folder of :mod:`experiments.gpu` (a lent GPU machine has no DVC). Both write ``code.json``: the code
+and params the runs used (:mod:`experiments.staleness`), from each experiment's dvc.lock and the commit it
+started from.
 """
 from __future__ import annotations
 
@@ -59,6 +60,29 @@ def run_record(run: str, seed: int, params: dict, train: dict, scores: dict, hea
         for k in ("mono_map", "cross_map", "multi_map", "multi_rank_distance"):
             row[f"{k}_{group}"] = scores.get(f"{k}_{group}")
     return row
+
+
+def training_mix(data: dict, stats: dict) -> dict:
+    """What a run trained on, beside its scores: the machine-translated pairs the filter kept
+    (``metrics/data.json``), the training pairs after the dev hold-out and the question ids its batches drew
+    (``data/batches/stats.json``), and the two languages that make up most cross-lingual rows with their share
+    (an ordered pair and its reverse counted together). At a fixed number of steps more data changes what the
+    batches hold, not how many pairs they hold: these columns show how."""
+    mt_kept = 0
+    for lang in (data.get("languages") or {}).values():
+        parts = lang.get("by_system") or {lang.get("system", ""): lang}
+        mt_kept += sum(p.get("kept", 0) for system, p in parts.items() if system.startswith("ctranslate2"))
+    cross: dict[str, int] = {}
+    for key, n in stats.items():
+        if key.startswith("train_lang_pair_"):
+            query, passage = key.removeprefix("train_lang_pair_").split("_")
+            if query != passage:
+                pair = "-".join(sorted((query, passage)))
+                cross[pair] = cross.get(pair, 0) + n
+    rows = sum(cross.values())
+    top = max(sorted(cross), key=cross.get) if rows else None
+    return {"mt_kept": mt_kept, "train_pairs": stats.get("pairs_in"), "train_pair_ids": stats.get("train_pair_ids"),
+            "xy_rows": rows, "xy_top_pair": top, "xy_top_pair_share": round(cross[top] / rows, 4) if top else None}
 
 
 def collected(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict] | None:
@@ -144,8 +168,10 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Pa
         if f"metrics/{dataset}.json" not in m:
             print(f"skipping {name}: no metrics/{dataset}.json (queued, running or failed)")
             continue
+        stats = json.loads(cached_output_file(exp["rev"], "data/batches", "stats.json").read_text())
         rows.append(run_record(run, seed, exp["params"], m.get("metrics/train.json", {}),
-                               m.get(f"metrics/{dataset}.json", {}), headline, spec["record"]))
+                               m.get(f"metrics/{dataset}.json", {}), headline, spec["record"])
+                    | training_mix(m.get("metrics/data.json", {}), stats))
         path = cached_output_file(exp["rev"], f"data/scores/{dataset}", "per_query.parquet")
         per_query.append(pd.read_parquet(path)[per_query_columns(headline)].assign(run=run, seed=seed))
         # the experiment's commit sits on the commit it was queued from: that one names the code

@@ -212,6 +212,23 @@ def mining_table(grid: Path) -> str:
     return _table(["mining", "value"], rows)
 
 
+def mix_table(grid: Path) -> str:
+    """What each run trained on (``runs.csv``, :func:`experiments.collect.training_mix`): the machine-translated
+    pairs the filter kept, the training pairs after the dev hold-out, the question ids the batches drew, and
+    the language pair with the largest share of the cross-lingual rows."""
+    runs = pd.read_csv(grid / "runs.csv")
+    if "xy_top_pair" not in runs.columns:
+        return "(collected without the batches' statistics)"
+    rows = []
+    for _, r in runs.iterrows():
+        top = "-" if pd.isna(r["xy_top_pair"]) else f"{r['xy_top_pair']} ({r['xy_top_pair_share']:.3f})"
+        rows.append([name(r["run"]), int(r["seed"])] + [f"{int(r[c]):,}" for c in
+                                                         ("mt_kept", "train_pairs", "train_pair_ids", "xy_rows")]
+                    + [top])
+    return _table(["run", "seed", "MT pairs kept", "training pairs", "question ids in batches",
+                   "cross-lingual rows", "largest cross-lingual pair (share of those rows)"], rows)
+
+
 def code_mark(grids: Path, grid: str, lock: dict) -> str:
     """The line under a grid's table (``grid`` as the block names it, ``GRID`` or ``GRID/SET``): whether
     its runs ran today's code (:mod:`experiments.staleness`)."""
@@ -370,7 +387,7 @@ def data_table(metrics: Path) -> str:
 
 KINDS = {"runs": runs_table, "summary": summary_table, "groups": groups_table, "intervals": intervals_table,
          "verdicts": verdicts_table, "findings": findings_table, "mining": mining_table,
-         "target": target_table}
+         "target": target_table, "mix": mix_table}
 
 
 MARKED = ("runs", "summary", "verdicts")  # the first of these tables of a grid in a file ends with its code mark

@@ -283,3 +283,29 @@ def test_collect_add_keeps_the_runs_collected_before_and_replaces_those_collecte
     (out / "code.json").unlink()
     with pytest.raises(SystemExit, match=r"hybrid-s2, xx-s1 have no code identity"):
         collect.collect_folder("toy-cpu", first, "machine A", add=True)
+
+
+def test_the_training_mix_counts_translated_pairs_and_the_largest_cross_lingual_pair(tmp_path):
+    """What a run trained on: machine-translated pairs kept (a language of translations and human ones counts
+    only its translations), and the language pair with most cross-lingual rows, a pair and its reverse
+    together (en-de alone has more rows than en-es one way, fewer than en-es both ways)."""
+    from experiments.collect import training_mix
+    from scripts.readme_tables import mix_table
+
+    data = {"languages": {
+        "en": {"system": "source", "kept": 10},
+        "es": {"system": "ctranslate2:gemma-270m,reference", "kept": 7,
+               "by_system": {"ctranslate2:gemma-270m": {"kept": 4}, "reference": {"kept": 3}}},
+        "de": {"system": "ctranslate2:nllb-600m", "kept": 5}}}
+    stats = {"pairs_in": 22, "train_pair_ids": 9, "train_lang_pair_en_es": 3, "train_lang_pair_es_en": 2,
+             "train_lang_pair_en_de": 4, "train_lang_pair_en_en": 50}
+    mix = training_mix(data, stats)
+    assert mix == {"mt_kept": 9, "train_pairs": 22, "train_pair_ids": 9, "xy_rows": 9, "xy_top_pair": "en-es",
+                   "xy_top_pair_share": round(5 / 9, 4)}
+    assert training_mix({}, {"pairs_in": 3, "train_pair_ids": 3, "train_lang_pair_en_en": 3})["xy_top_pair"] is None
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    pd.DataFrame([{"run": "mlqa-hybrid", "seed": 13, **mix}]).to_csv(grid / "runs.csv", index=False)
+    assert "| mlqa-hybrid | 13 | 9 | 22 | 9 | 9 | en-es (0.556) |" in mix_table(grid)
+    pd.DataFrame([{"run": "hybrid", "seed": 13}]).to_csv(grid / "runs.csv", index=False)
+    assert "without the batches' statistics" in mix_table(grid)
