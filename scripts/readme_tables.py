@@ -220,9 +220,9 @@ def mix_table(grid: Path) -> str:
     if "xy_top_pair" not in runs.columns:
         return "(collected without the batches' statistics)"
     rows = []
-    for _, r in runs.iterrows():
+    for _, r in runs.iterrows():  # "-": a run without cross-lingual rows, or one collected without the statistics
         top = "-" if pd.isna(r["xy_top_pair"]) else f"{r['xy_top_pair']} ({r['xy_top_pair_share']:.3f})"
-        rows.append([name(r["run"]), int(r["seed"])] + [f"{int(r[c]):,}" for c in
+        rows.append([name(r["run"]), int(r["seed"])] + ["-" if pd.isna(r[c]) else f"{int(r[c]):,}" for c in
                                                          ("mt_kept", "train_pairs", "train_pair_ids", "xy_rows")]
                     + [top])
     return _table(["run", "seed", "MT pairs kept", "training pairs", "question ids in batches",

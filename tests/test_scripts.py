@@ -307,5 +307,9 @@ def test_the_training_mix_counts_translated_pairs_and_the_largest_cross_lingual_
     grid.mkdir()
     pd.DataFrame([{"run": "mlqa-hybrid", "seed": 13, **mix}]).to_csv(grid / "runs.csv", index=False)
     assert "| mlqa-hybrid | 13 | 9 | 22 | 9 | 9 | en-es (0.556) |" in mix_table(grid)
+    # a run kept from a part collected without the statistics (``collect --add``) beside one with them
+    pd.DataFrame([{"run": "mlqa-hybrid", "seed": 13, **mix}, {"run": "mlqa-xy", "seed": 13}]).to_csv(
+        grid / "runs.csv", index=False)
+    assert "| mlqa-xy | 13 | - | - | - | - | - |" in mix_table(grid)
     pd.DataFrame([{"run": "hybrid", "seed": 13}]).to_csv(grid / "runs.csv", index=False)
     assert "without the batches' statistics" in mix_table(grid)
