@@ -6,6 +6,7 @@
     python -m experiments run --grid mlqa2xquad-cpu --runs hardneg     # another run set
     python -m experiments queue --grid mlqa2xquad-cpu --runs hardneg --only hybrid-hn-query
     python -m experiments collect --grid mlqa2xquad-cpu --runs mtdata --add   # beside the runs collected before
+    python -m experiments collect --grid mlqa2xquad-cpu --runs mtdata --seeds 13   # a finished seed alone
 
 (``python -m scripts.compare_strategies`` and ``hybrid-batch-compare`` are the same command.)
 
@@ -43,7 +44,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", dest="run_set", default=DEFAULT_SET,
                     help="run set of experiments/grids.yaml (run_sets), e.g. hardneg; default: %(default)s")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="run/queue: just these runs of the set")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
+    ap.add_argument("--seeds", type=int, nargs="+",
+                    help="run/queue: the seeds to run (default: 13 14 15); collect: only these seeds' experiments "
+                         "(default: every seed there is)")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="dvc queue start -j (parallel experiments)")
     ap.add_argument("--from", dest="folder", help="collect: a results folder of experiments.gpu instead of DVC")
     ap.add_argument("--device", default="", help="collect --from: the device the results came from")
@@ -55,18 +58,21 @@ def main(argv=None) -> None:
         ap.error("--only chooses runs to queue: use it with run or queue")
     if args.add and args.action not in ("run", "collect"):
         ap.error("--add keeps collected runs: use it with run or collect")
+    if args.seeds and args.action == "report":
+        ap.error("--seeds chooses experiments to run or collect: report reads what collect kept")
     grids.grid_spec(args.grid, args.run_set)
     if args.action in ("run", "queue"):
-        names = queue.queue(args.grid, args.seeds, args.run_set, args.only)
+        names = queue.queue(args.grid, args.seeds or [13, 14, 15], args.run_set, args.only)
         print(f"queued {len(names)}: {' '.join(names)}")
         if args.action == "queue":
             return
         queue.run_queued(args.grid, names, args.jobs, args.run_set)
     if args.action in ("run", "collect"):
+        seeds = args.seeds if args.action == "collect" else None  # run collects every seed there is
         if args.folder:
-            collect.collect_folder(args.grid, Path(args.folder), args.device, args.run_set, args.add)
+            collect.collect_folder(args.grid, Path(args.folder), args.device, args.run_set, args.add, seeds)
         else:
-            collect.collect(args.grid, args.run_set, args.add)
+            collect.collect(args.grid, args.run_set, args.add, seeds)
     report(args.grid, args.run_set)
 
 

@@ -152,9 +152,10 @@ def cached_output_file(rev: str, out: str, name: str) -> Path:
     raise SystemExit(f"{rev}: dvc.lock has no output {out}")
 
 
-def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Path:
+def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False, seeds=None) -> Path:
     """The grid's DVC experiments of a run set -> :func:`experiments.grids.out_dir` (runs.csv, per-query.parquet);
-    ``add``: beside the runs collected there before (:func:`save`)."""
+    ``add``: beside the runs collected there before (:func:`save`); ``seeds``: only these seeds' experiments
+    (a seed finished by every run, while the next one is still running)."""
     dataset, _ = grids.dataset_of(grid)
     headline = grids.headline_of(grid)
     spec = grids.run_set(run_set_name)
@@ -164,6 +165,8 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Pa
         if parsed is None:
             continue
         run, seed = parsed
+        if seeds is not None and seed not in seeds:
+            continue
         m = exp["metrics"]
         if f"metrics/{dataset}.json" not in m:
             print(f"skipping {name}: no metrics/{dataset}.json (queued, running or failed)")
@@ -185,7 +188,8 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Pa
     return save(grid, rows, per_query, device, run_set_name, code, add, machine()["cpu"])
 
 
-def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET, add: bool = False) -> Path:
+def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEFAULT_SET, add: bool = False,
+                   seeds=None) -> Path:
     """Results of :mod:`experiments.gpu` (one folder per run: params.yaml, train.json, <dataset>.json,
     per_query.parquet) -> the same files as :func:`collect`. The code identity is a run folder's own
     ``dvc.lock`` where it has one, else the folder's, else the workspace's (the bundle carried the
@@ -200,6 +204,8 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
         if parsed is None:
             continue
         run, seed = parsed
+        if seeds is not None and seed not in seeds:
+            continue
         rows.append(run_record(run, seed, yaml.safe_load((run_dir / "params.yaml").read_text()),
                                json.loads((run_dir / "train.json").read_text()),
                                json.loads((run_dir / f"{dataset}.json").read_text()), headline, spec["record"]))

@@ -236,10 +236,10 @@ def test_encoding_speed_table_shows_the_candidate_engines_of_their_own_run(tmp_p
     assert "| `torch fp32` | 72.8 | 1.00x | 1.0000 |" in out and "| `openvino bf16` | 200.0 | 2.75x | 1.0000 |" in out
 
 
-def test_collect_add_keeps_the_runs_collected_before_and_replaces_those_collected_again(tmp_path, monkeypatch):
+def test_collect_add_keeps_runs_collected_before_replaces_those_collected_again_and_seeds_choose(tmp_path, monkeypatch):
     """A grid run in parts on several machines: the second part is collected beside the first (``--add``), a run
-    collected again replaces its old row, per-query rows and code identity, and without ``--add`` only the new
-    part is kept."""
+    collected again replaces its old row, per-query rows and code identity, ``--seeds`` keeps those seeds alone,
+    and without ``--add`` only the new part is kept."""
     import json
 
     import yaml
@@ -276,6 +276,11 @@ def test_collect_add_keeps_the_runs_collected_before_and_replaces_those_collecte
     assert pq[(pq["run"] == "hybrid") & (pq["seed"] == 2) & (pq["setting"] == "mono")]["ap"].eq(0.85).all()
     code = json.loads((out / "code.json").read_text())
     assert sorted(r for i in code["identities"] for r in i["runs"]) == ["hybrid-s1", "hybrid-s2", "xx-s1", "xy-s1"]
+    # a seed alone (one that every run has finished, while the next is still running)
+    collect.collect_folder("toy-cpu", first, "machine A", seeds=[1])
+    assert list(zip(pd.read_csv(out / "runs.csv")["run"], pd.read_csv(out / "runs.csv")["seed"], strict=True)) == [
+        ("xy", 1), ("hybrid", 1)]
+    assert set(pd.read_parquet(out / "per-query.parquet")["seed"]) == {1}
     # without --add: the new part alone
     collect.collect_folder("toy-cpu", second, "machine B")
     assert sorted(pd.read_csv(out / "runs.csv")["run"]) == ["hybrid", "xx"]
