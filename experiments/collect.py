@@ -181,8 +181,9 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False, seeds
         code.append((f"{run}-s{seed}", staleness.commit_of(f"{exp['rev']}^"), staleness.lock_at(exp["rev"]),
                      staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
     if not rows:
-        raise SystemExit(f"no experiments named {grid}-<run>-s<seed> of run set {run_set_name}; run "
-                         f"`... run --grid {grid} --runs {run_set_name}` first")
+        which = "" if seeds is None else f" with seed {' or '.join(map(str, sorted(seeds)))}"
+        raise SystemExit(f"no finished experiments named {grid}-<run>-s<seed> of run set {run_set_name}{which}; "
+                         f"run `... run --grid {grid} --runs {run_set_name}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"
     # DVC's experiments ran on this machine
     return save(grid, rows, per_query, device, run_set_name, code, add, machine()["cpu"])
@@ -214,4 +215,7 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
         lock = next(p for p in (run_dir / "dvc.lock", folder / "dvc.lock", ROOT / "dvc.lock") if p.exists())
         code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock),
                      staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
+    if not rows:
+        which = "" if seeds is None else f" with seed {' or '.join(map(str, sorted(seeds)))}"
+        raise SystemExit(f"{folder}: no run folders named {grid}-<run>-s<seed> of run set {run_set_name}{which}")
     return save(grid, rows, per_query, device, run_set_name, code, add)

@@ -281,6 +281,10 @@ def test_collect_add_keeps_runs_collected_before_replaces_those_collected_again_
     assert list(zip(pd.read_csv(out / "runs.csv")["run"], pd.read_csv(out / "runs.csv")["seed"], strict=True)) == [
         ("xy", 1), ("hybrid", 1)]
     assert set(pd.read_parquet(out / "per-query.parquet")["seed"]) == {1}
+    # a seed no run has finished: nothing is written, and the message names the seed
+    with pytest.raises(SystemExit, match=r"no run folders .* with seed 9"):
+        collect.collect_folder("toy-cpu", first, "machine A", seeds=[9])
+    assert set(pd.read_parquet(out / "per-query.parquet")["seed"]) == {1}
     # without --add: the new part alone
     collect.collect_folder("toy-cpu", second, "machine B")
     assert sorted(pd.read_csv(out / "runs.csv")["run"]) == ["hybrid", "xx"]
