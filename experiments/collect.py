@@ -152,6 +152,11 @@ def cached_output_file(rev: str, out: str, name: str) -> Path:
     raise SystemExit(f"{rev}: dvc.lock has no output {out}")
 
 
+def _with_seeds(seeds) -> str:
+    """' with seed 13 or 14' for a message about ``--seeds``, '' without."""
+    return "" if seeds is None else f" with seed {' or '.join(map(str, sorted(seeds)))}"
+
+
 def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False, seeds=None) -> Path:
     """The grid's DVC experiments of a run set -> :func:`experiments.grids.out_dir` (runs.csv, per-query.parquet);
     ``add``: beside the runs collected there before (:func:`save`); ``seeds``: only these seeds' experiments
@@ -181,9 +186,8 @@ def collect(grid: str, run_set_name: str = DEFAULT_SET, add: bool = False, seeds
         code.append((f"{run}-s{seed}", staleness.commit_of(f"{exp['rev']}^"), staleness.lock_at(exp["rev"]),
                      staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
     if not rows:
-        which = "" if seeds is None else f" with seed {' or '.join(map(str, sorted(seeds)))}"
-        raise SystemExit(f"no finished experiments named {grid}-<run>-s<seed> of run set {run_set_name}{which}; "
-                         f"run `... run --grid {grid} --runs {run_set_name}` first")
+        raise SystemExit(f"no finished experiments named {grid}-<run>-s<seed> of run set {run_set_name}"
+                         f"{_with_seeds(seeds)}; run `... run --grid {grid} --runs {run_set_name}` first")
     device = "cpu" if grid.endswith("-cpu") else "see runs"
     # DVC's experiments ran on this machine
     return save(grid, rows, per_query, device, run_set_name, code, add, machine()["cpu"])
@@ -216,6 +220,6 @@ def collect_folder(grid: str, folder: Path, device: str, run_set_name: str = DEF
         code.append((f"{run}-s{seed}", commit, staleness.read_lock(lock),
                      staleness.override_keys(grids.overrides(grid, run, seed, run_set_name))))
     if not rows:
-        which = "" if seeds is None else f" with seed {' or '.join(map(str, sorted(seeds)))}"
-        raise SystemExit(f"{folder}: no run folders named {grid}-<run>-s<seed> of run set {run_set_name}{which}")
+        raise SystemExit(f"{folder}: no run folders named {grid}-<run>-s<seed> of run set {run_set_name}"
+                         f"{_with_seeds(seeds)}")
     return save(grid, rows, per_query, device, run_set_name, code, add)
