@@ -1,11 +1,11 @@
 """Collecting a grid's finished experiments into ``metrics/grids/<grid>/`` (``<grid>/<set>/`` for a run set
 other than the default): ``runs.csv`` (one row per run and seed) and ``per-query.parquet``.
 
-:func:`collect` reads them from DVC (``dvc exp show --json`` for params and metrics, the per-query scores and
-the batches' statistics from DVC's cache through the experiment's dvc.lock); :func:`collect_folder` from a
-results folder of :mod:`experiments.gpu` (a lent GPU machine has no DVC). Both write ``code.json``: the code
-and params the runs used (:mod:`experiments.staleness`), from each experiment's dvc.lock and the commit it
-started from.
+:func:`collect` reads them from DVC (``dvc exp show --json`` of the experiments' baselines for params and
+metrics, the per-query scores and the batches' statistics from DVC's cache through the experiment's dvc.lock);
+:func:`collect_folder` from a results folder of :mod:`experiments.gpu` (a lent GPU machine has no DVC). Both
+write ``code.json``: the code and params the runs used (:mod:`experiments.staleness`), from each experiment's
+dvc.lock and the commit it started from.
 """
 from __future__ import annotations
 
@@ -33,9 +33,22 @@ def per_query_columns(headline) -> list[str]:
     return KEY_COLUMNS + list(dict.fromkeys(metric_source(m)[1] for m in headline))
 
 
+def baselines() -> list[str]:
+    """The commits DVC's experiments in this repository started from: ``dvc exp list --all-commits`` writes
+    each as a line of its own ending in ':', its experiments indented below it."""
+    listed = dvc("exp", "list", "--all-commits", capture=True).stdout
+    return [line[:-1] for line in listed.splitlines() if line.endswith(":") and not line[:1].isspace()]
+
+
 def experiments() -> dict[str, dict]:
-    """Experiment name -> ``{rev, params, metrics}`` of every finished experiment DVC knows in this repository."""
-    shown = json.loads(dvc("exp", "show", "--json", "--all-commits", capture=True).stdout)
+    """Experiment name -> ``{rev, params, metrics}`` of every finished experiment DVC knows in this repository.
+    ``dvc exp show`` reads params and metrics of only the baselines that have experiments (``--rev`` each,
+    ``-n 1``), not of every commit in the history as ``--all-commits`` would (seconds instead of minutes)."""
+    revs = baselines()
+    if not revs:
+        return {}
+    shown = json.loads(dvc("exp", "show", "--json", "-n", "1", *(a for r in revs for a in ("--rev", r)),
+                           capture=True).stdout)
     found = {}
     for baseline in shown:
         for exp in baseline.get("experiments") or []:

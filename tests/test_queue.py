@@ -111,7 +111,7 @@ def scratch_project(tmp_path):
     return project, env
 
 
-def test_a_queued_experiment_runs_end_to_end_in_dvcs_temporary_copy(scratch_project):
+def test_a_queued_experiment_runs_end_to_end_in_dvcs_temporary_copy(scratch_project, monkeypatch):
     project, env = scratch_project
     out = dvc(project, "exp", "run", "--queue", "-n", "queued-seed-3", "-S", "seed=3", env=env)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -141,6 +141,15 @@ def test_a_queued_experiment_runs_end_to_end_in_dvcs_temporary_copy(scratch_proj
     cached = {(f.read_text().split("pipeline.stages.", 1)[1].split()[0])
               for f in (project / ".dvc" / "cache" / "runs").rglob("*") if f.is_file()}
     assert cached == {"models", "gather", "translate", "filter", "split", "mine", "assemble", "train", "index"}, cached
+    # collect finds it through its baseline once that is no longer HEAD (a commit made after queueing)
+    subprocess.run(["git", "commit", "-qm", "later", "--allow-empty"], cwd=project, env=env, check=True)
+    from experiments import collect, queue
+    monkeypatch.setattr(queue, "ROOT", project)
+    for key in ("PATH", "DVC_NO_ANALYTICS", "PIPELINE_CACHE"):
+        monkeypatch.setenv(key, env[key])
+    found = collect.experiments()
+    assert list(found) == ["queued-seed-3"] and found["queued-seed-3"]["params"]["seed"] == 3, found
+    assert found["queued-seed-3"]["metrics"]["metrics/toy-eval.json"]["mono_map"] == metrics["mono_map"]
 
 
 def test_a_missing_mirror_stops_the_train_stage_before_training(scratch_project):
